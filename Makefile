@@ -1,0 +1,56 @@
+# rollback-flows: the rag-api rollback playbook as Prefect flows.
+#   make demo   set everything up, start the local stack with the Prefect UI, run a rollback
+#   make test   set everything up and run the tests against a real local stack
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := prometheus prometheus-alertmanager
+PYTEST_ARGS ?=
+
+.PHONY: setup system-packages python binaries test lint stack-up stack-down stack-status demo clean
+
+setup: system-packages python binaries
+
+# Debian's Prometheus 2.42 and Alertmanager 0.25; installed only when missing.
+system-packages:
+	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+		echo "setup: installing $(APT_PACKAGES) from Debian"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+python: $(STAMP)
+$(STAMP): pyproject.toml
+	@echo "setup: creating $(VENV) and installing the project"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# Kubernetes, etcd and KWOK built from Go modules, cached outside the repo by version.
+binaries: $(STAMP)
+	@$(PY) -m stack build
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: python
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy stack flows tasks playbook
+
+stack-up: setup
+	$(PY) -m stack up --prefect-ui
+
+stack-down:
+	@test -x $(PY) && $(PY) -m stack down || true
+
+stack-status:
+	@$(PY) -m stack status
+
+demo: setup
+	$(PY) -m stack.demo
+
+clean: stack-down
+	rm -rf $(VENV) .stack

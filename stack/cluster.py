@@ -1,0 +1,187 @@
+"""The local Kubernetes cluster: a real control plane on loopback, nodes and pods by KWOK.
+
+`kwokctl --runtime binary` starts etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and the kwok controller from the binaries built by `stack.build`. The project's
+stages (KWOK's defaults plus failure modes) replace the built-in ones. Nodes are created here
+with the address 127.0.0.1, and the Istio VirtualService CRD is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from stack.config import KUBERNETES_VERSION, STACK_DIR
+from stack.processes import StackError
+
+STAGES_DIR = STACK_DIR / "kwok" / "stages"
+CRDS_DIR = STACK_DIR / "crds"
+NODE_COUNT = 3
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A kwokctl cluster: its name, working directory and kubeconfig."""
+
+    name: str
+    workdir: Path
+    kubeconfig: Path
+    bin_dir: Path
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KWOK_WORKDIR": str(self.workdir),
+            "KWOK_KUBE_VERSION": KUBERNETES_VERSION,
+            "KWOK_KUBECTL_BINARY": str(self.bin_dir / "kubectl"),
+            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def _kwokctl(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.bin_dir / "kwokctl"), "--name", self.name, *args]
+        try:
+            return subprocess.run(
+                argv, env=self._env(), capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise StackError(f"kwokctl {args[0]} {args[1]} timed out after {timeout:.0f}s") from exc
+
+    def create(self) -> None:
+        """Create the cluster, its nodes and the CRDs; wait until the nodes are Ready."""
+        b = self.bin_dir
+        stage_configs = [f"--config={path}" for path in sorted(STAGES_DIR.glob("*.yaml"))]
+        result = self._kwokctl(
+            *stage_configs,
+            "create",
+            "cluster",
+            "--runtime=binary",
+            f"--kube-apiserver-binary={b / 'kube-apiserver'}",
+            f"--kube-controller-manager-binary={b / 'kube-controller-manager'}",
+            f"--kube-scheduler-binary={b / 'kube-scheduler'}",
+            f"--etcd-binary={b / 'etcd'}",
+            f"--kwok-controller-binary={b / 'kwok'}",
+            f"--kubeconfig={self.kubeconfig}",
+            "--disable-qps-limits",
+            "--wait=120s",
+        )
+        if result.returncode != 0:
+            raise StackError(f"kwokctl create cluster {self.name} failed:\n{result.stderr[-3000:]}")
+        api = self.api_client()
+        try:
+            self._create_nodes(api)
+            self._install_crds(api)
+            self._wait_nodes_ready(api)
+        finally:
+            api.close()
+
+    def delete(self) -> None:
+        """Delete the cluster and stop its processes; a cluster already gone is fine."""
+        result = self._kwokctl("delete", "cluster", f"--kubeconfig={self.kubeconfig}")
+        if result.returncode != 0 and "not exist" not in result.stderr:
+            raise StackError(f"kwokctl delete cluster {self.name} failed:\n{result.stderr}")
+
+    def running(self) -> bool:
+        """Whether the cluster's API server answers."""
+        if not self.kubeconfig.exists():
+            return False
+        try:
+            api = self.api_client()
+            try:
+                client.VersionApi(api).get_code(_request_timeout=3)
+            finally:
+                api.close()
+        except Exception:
+            return False
+        return True
+
+    def api_client(self) -> client.ApiClient:
+        """An API client for this cluster."""
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def _create_nodes(self, api: client.ApiClient) -> None:
+        core = client.CoreV1Api(api)
+        for index in range(NODE_COUNT):
+            name = f"kwok-node-{index}"
+            node = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {
+                        "kwok.x-k8s.io/node": "fake",
+                        "node.alpha.kubernetes.io/ttl": "0",
+                    },
+                    "labels": {
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "type": "kwok",
+                    },
+                },
+                "spec": {"podCIDR": f"10.0.{index}.0/24", "podCIDRs": [f"10.0.{index}.0/24"]},
+                "status": {
+                    "addresses": [
+                        {"type": "InternalIP", "address": "127.0.0.1"},
+                        {"type": "Hostname", "address": name},
+                    ],
+                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
+                },
+            }
+            try:
+                core.create_node(node)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise StackError(f"creating node {name} failed: {exc.reason}") from exc
+
+    def _install_crds(self, api: client.ApiClient) -> None:
+        ext = client.ApiextensionsV1Api(api)
+        for path in sorted(CRDS_DIR.glob("*.yaml")):
+            crd = yaml.safe_load(path.read_text())
+            try:
+                ext.create_custom_resource_definition(crd)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise StackError(f"installing CRD {path.name} failed: {exc.reason}") from exc
+        deadline = time.monotonic() + 60
+        for path in sorted(CRDS_DIR.glob("*.yaml")):
+            name = yaml.safe_load(path.read_text())["metadata"]["name"]
+            while not _crd_established(ext, name):
+                if time.monotonic() > deadline:
+                    raise StackError(f"CRD {name} was not Established after 60s")
+                time.sleep(0.2)
+
+    def _wait_nodes_ready(self, api: client.ApiClient, timeout: float = 60) -> None:
+        core = client.CoreV1Api(api)
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = core.list_node().items
+            ready = [n for n in nodes if _condition(n.status.conditions, "Ready") == "True"]
+            if len(ready) >= NODE_COUNT:
+                return
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"only {len(ready)}/{NODE_COUNT} KWOK nodes Ready after {timeout}s"
+                )
+            time.sleep(0.2)
+
+
+def _crd_established(ext: client.ApiextensionsV1Api, name: str) -> bool:
+    crd = ext.read_custom_resource_definition(name)
+    conditions = crd.status.conditions if crd.status else None
+    return _condition(conditions, "Established") == "True"
+
+
+def _condition(conditions: list | None, kind: str) -> str | None:  # type: ignore[type-arg]
+    for condition in conditions or []:
+        if condition.type == kind:
+            return str(condition.status)
+    return None

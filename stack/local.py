@@ -1,0 +1,270 @@
+"""The whole local stack as one unit: start it, find it running, tear it down.
+
+A stack has a name; its state (ports, pids, kubeconfig, logs, data) lives in
+`.stack/<name>/`. `up` starts, in order: the Kubernetes cluster (kwokctl), the rag-api
+simulator following the `rag-api` Deployment of one namespace, Alertmanager, Prometheus
+(after an optional backfill) and, if asked, a Prefect server. A failure at any step tears down
+what was started and names the step. `up` on a running stack reuses it; a stack left
+half-started by a crash is torn down and started again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from stack import prometheus
+from stack.build import build_all
+from stack.cluster import Cluster
+from stack.config import Ports, state_root
+from stack.prefect_server import start_prefect_server
+from stack.processes import (
+    StackError,
+    alive,
+    ensure_port_free,
+    http_ok,
+    start,
+    stop,
+    wait_until,
+)
+
+# Where Alertmanager sends alerts when no receiver is configured: the discard port, so that
+# alerts are still evaluated and visible in Alertmanager's UI.
+NO_WEBHOOK = "http://127.0.0.1:9/alerts"
+# How long an alert condition must hold before it fires, in the local stack.
+ALERT_FOR = "3s"
+
+
+@dataclass
+class StackState:
+    """What a running stack is made of; saved as `state.json` while it runs."""
+
+    name: str
+    kubeconfig: str
+    ports: Ports
+    simulator_namespace: str
+    webhook_url: str | None
+    pids: dict[str, int] = field(default_factory=dict)
+    complete: bool = False
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.prometheus}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.alertmanager}"
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.simulator}"
+
+    @property
+    def prefect_api_url(self) -> str | None:
+        if "prefect" not in self.pids:
+            return None
+        return f"http://127.0.0.1:{self.ports.prefect}/api"
+
+    def env(self) -> dict[str, str]:
+        """Environment variables pointing the project's flows at this stack."""
+        values = {
+            "KUBECONFIG": self.kubeconfig,
+            "ROLLBACK_FLOWS_PROMETHEUS_URL": self.prometheus_url,
+            "ROLLBACK_FLOWS_ALERTMANAGER_URL": self.alertmanager_url,
+            "ROLLBACK_FLOWS_SERVICE_URL": self.simulator_url,
+        }
+        if self.prefect_api_url:
+            values["PREFECT_API_URL"] = self.prefect_api_url
+        return values
+
+
+class LocalStack:
+    """One named local stack."""
+
+    def __init__(
+        self,
+        name: str,
+        ports: Ports,
+        *,
+        simulator_namespace: str = "production",
+        webhook_url: str | None = None,
+        prefect: bool = False,
+        prefect_ui: bool = False,
+        backfill: str | None = None,
+    ) -> None:
+        self.name = name
+        self.ports = ports
+        self.simulator_namespace = simulator_namespace
+        self.webhook_url = webhook_url
+        self.prefect = prefect
+        self.prefect_ui = prefect_ui
+        self.backfill = backfill
+        self.dir = state_root() / name
+        self.state_file = self.dir / "state.json"
+
+    @property
+    def cluster(self) -> Cluster:
+        from stack.config import bin_dir
+
+        return Cluster(self.name, self.dir / "kwok", self.dir / "kubeconfig", bin_dir())
+
+    def read_state(self) -> StackState | None:
+        """The saved state of this stack, if any."""
+        if not self.state_file.exists():
+            return None
+        raw = json.loads(self.state_file.read_text())
+        raw["ports"] = Ports(**raw["ports"])
+        return StackState(**raw)
+
+    def running(self) -> StackState | None:
+        """The state of this stack if it is fully up: every process alive, the API answering."""
+        state = self.read_state()
+        if state is None or not state.complete:
+            return None
+        if not all(alive(pid) for pid in state.pids.values()):
+            return None
+        return state if self.cluster.running() else None
+
+    def up(self) -> StackState:
+        """Start the stack, or return it when it is already running."""
+        existing = self.running()
+        if existing is not None:
+            _say(f"stack {self.name!r} is already running; reusing it")
+            return existing
+        if self.read_state() is not None or self.dir.exists():
+            _say(f"stack {self.name!r} was left half-started; tearing it down first")
+            self.down()
+        build_all()
+        self._check_ports()
+        state = StackState(
+            name=self.name,
+            kubeconfig=str(self.dir / "kubeconfig"),
+            ports=self.ports,
+            simulator_namespace=self.simulator_namespace,
+            webhook_url=self.webhook_url,
+        )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._save(state)
+            self._step("Kubernetes cluster (kwokctl)", self.cluster.create)
+            state.pids["simulator"] = self._step("rag-api simulator", self._start_simulator)
+            self._save(state)
+            state.pids["alertmanager"] = self._step("Alertmanager", self._start_alertmanager)
+            self._save(state)
+            state.pids["prometheus"] = self._step("Prometheus", self._start_prometheus)
+            self._save(state)
+            if self.prefect:
+                state.pids["prefect"] = self._step("Prefect server", self._start_prefect)
+            state.complete = True
+            self._save(state)
+        except BaseException:
+            _say(f"stack {self.name!r} failed to start; tearing down what was started")
+            self.down()
+            raise
+        return state
+
+    def down(self) -> None:
+        """Stop every process of the stack and delete its cluster and state; safe to repeat."""
+        state = self.read_state()
+        for pid in (state.pids if state else {}).values():
+            stop(pid)
+        if self.dir.exists():
+            with contextlib.suppress(StackError):
+                self.cluster.delete()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _check_ports(self) -> None:
+        wanted = {
+            "Prometheus": self.ports.prometheus,
+            "Alertmanager": self.ports.alertmanager,
+            "the rag-api simulator": self.ports.simulator,
+        }
+        if self.prefect:
+            wanted["the Prefect server"] = self.ports.prefect
+        for what, port in wanted.items():
+            ensure_port_free(port, what)
+
+    def _step(self, what: str, action):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        try:
+            result = action()
+        except StackError as exc:
+            raise StackError(f"starting {what} failed: {exc}") from exc
+        _say(f"{what} up in {time.monotonic() - started:.1f}s")
+        return result
+
+    def _start_simulator(self) -> int:
+        log = self.dir / "logs" / "simulator.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "stack.simulator",
+            "--port",
+            str(self.ports.simulator),
+            "--kubeconfig",
+            str(self.dir / "kubeconfig"),
+            "--namespace",
+            self.simulator_namespace,
+        ]
+        pid = start("rag-api simulator", argv, log)
+        url = f"http://127.0.0.1:{self.ports.simulator}/version"
+        wait_until("the rag-api simulator", http_ok(url), 30, pid=pid, log_path=log)
+        return pid
+
+    def _start_alertmanager(self) -> int:
+        config_dir = self.dir / "alertmanager"
+        config = prometheus.render_alertmanager_config(
+            config_dir, webhook_url=self.webhook_url or NO_WEBHOOK
+        )
+        return prometheus.start_alertmanager(
+            config,
+            config_dir / "data",
+            self.ports.alertmanager,
+            self.dir / "logs" / "alertmanager.log",
+        )
+
+    def _start_prometheus(self) -> int:
+        config_dir = self.dir / "prometheus"
+        data_dir = config_dir / "data"
+        if self.backfill:
+            prometheus.backfill(self.backfill, data_dir)
+        rules = prometheus.render_rules(config_dir, for_duration=ALERT_FOR)
+        config = prometheus.render_prometheus_config(
+            config_dir,
+            simulator_port=self.ports.simulator,
+            alertmanager_port=self.ports.alertmanager,
+            rules_path=rules,
+        )
+        return prometheus.start_prometheus(
+            config, data_dir, self.ports.prometheus, self.dir / "logs" / "prometheus.log"
+        )
+
+    def _start_prefect(self) -> int:
+        return start_prefect_server(
+            self.ports.prefect,
+            self.dir / "prefect",
+            self.dir / "logs" / "prefect.log",
+            in_memory=not self.prefect_ui,
+            ui=self.prefect_ui,
+        )
+
+    def _save(self, state: StackState) -> None:
+        self.state_file.write_text(json.dumps(asdict(state), indent=2))
+
+
+@contextlib.contextmanager
+def running_stack(stack: LocalStack) -> Iterator[StackState]:
+    """Start `stack` and always tear it down afterwards, also after a failure."""
+    try:
+        yield stack.up()
+    finally:
+        stack.down()
+
+
+def _say(message: str) -> None:
+    print(f"stack: {message}", file=sys.stderr, flush=True)

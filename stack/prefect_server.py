@@ -1,0 +1,48 @@
+"""A real Prefect server on loopback for the demo (UI on, SQLite file) and the tests (in memory)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from stack.processes import ensure_port_free, http_ok, start, wait_until
+
+IN_MEMORY_DATABASE = (
+    "sqlite+aiosqlite:///file::memory:?cache=shared&uri=true&check_same_thread=false"
+)
+
+
+def server_env(home: Path, database_url: str, ui: bool) -> dict[str, str]:
+    """The environment of a local Prefect server process."""
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "true" if ui else "false",
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+
+
+def start_prefect_server(
+    port: int, home: Path, log_path: Path, *, in_memory: bool, ui: bool, timeout: float = 90
+) -> int:
+    """Start `prefect server start` on 127.0.0.1:`port`; return its pid once /api/health is OK."""
+    ensure_port_free(port, "the Prefect server")
+    home.mkdir(parents=True, exist_ok=True)
+    database = IN_MEMORY_DATABASE if in_memory else f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+    prefect = Path(sys.executable).with_name("prefect")
+    pid = start(
+        "prefect server",
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        log_path,
+        env=server_env(home, database, ui),
+    )
+    wait_until(
+        "the Prefect server",
+        http_ok(f"http://127.0.0.1:{port}/api/health"),
+        timeout,
+        pid=pid,
+        log_path=log_path,
+    )
+    return pid

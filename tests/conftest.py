@@ -1,0 +1,113 @@
+"""Fixtures for tests against the real local stack.
+
+One stack per test session (a KWOK cluster, the rag-api simulator, Prometheus, Alertmanager
+and a Prefect server with an in-memory database, all on free loopback ports), always torn down
+at the end, also after a failure or Ctrl-C. Each test that touches the cluster gets a fresh
+namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+# Prefect reads its home when first imported: keep test runs out of the user's ~/.prefect.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rollback-flows-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from stack.config import Ports
+from stack.local import LocalStack, StackState
+from stack.processes import free_port
+from stack.sink import WebhookSink
+
+SIMULATOR_NAMESPACE = "production"
+
+
+@pytest.fixture(scope="session")
+def alert_sink() -> Iterator[WebhookSink]:
+    """The loopback webhook the session's Alertmanager delivers to (path /alerts)."""
+    sink = WebhookSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def local_stack(alert_sink: WebhookSink) -> Iterator[StackState]:
+    """The session's local stack; its environment (KUBECONFIG, PREFECT_API_URL, ...) is set."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
+
+    ports = Ports(
+        prometheus=free_port(), alertmanager=free_port(), simulator=free_port(), prefect=free_port()
+    )
+    stack = LocalStack(
+        f"test-{os.getpid()}",
+        ports,
+        simulator_namespace=SIMULATOR_NAMESPACE,
+        webhook_url=f"{alert_sink.url}/alerts",
+        prefect=True,
+    )
+    saved = dict(os.environ)
+    try:
+        state = stack.up()
+        os.environ.update(state.env())
+        # A flow heartbeat costs about 1 s per run; the tests need none.
+        with temporary_settings(
+            {PREFECT_API_URL: state.prefect_api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        ):
+            yield state
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def kube_api(local_stack: StackState) -> Iterator[client.ApiClient]:
+    """An API client for the session's cluster."""
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=local_stack.kubeconfig)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    try:
+        core.delete_namespace(name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+@pytest.fixture
+def simulator_namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """The namespace whose `rag-api` Deployment the simulator follows, emptied after the test."""
+    core = client.CoreV1Api(kube_api)
+    try:
+        core.create_namespace({"metadata": {"name": SIMULATOR_NAMESPACE}})
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    yield SIMULATOR_NAMESPACE
+    apps = client.AppsV1Api(kube_api)
+    for deployment in apps.list_namespaced_deployment(SIMULATOR_NAMESPACE).items:
+        apps.delete_namespaced_deployment(deployment.metadata.name, SIMULATOR_NAMESPACE)
