@@ -26,6 +26,14 @@ CRDS_DIR = STACK_DIR / "crds"
 NODE_COUNT = 3
 
 
+def runtime() -> str:
+    """`binary` (the default: the control plane built here) or `kind` (needs Docker and kind)."""
+    chosen = os.environ.get("ROLLBACK_FLOWS_RUNTIME", "binary")
+    if chosen not in ("binary", "kind"):
+        raise StackError(f"ROLLBACK_FLOWS_RUNTIME must be 'binary' or 'kind', not {chosen!r}")
+    return chosen
+
+
 @dataclass(frozen=True)
 class Cluster:
     """A kwokctl cluster: its name, working directory and kubeconfig."""
@@ -57,16 +65,22 @@ class Cluster:
         """Create the cluster, its nodes and the CRDs; wait until the nodes are Ready."""
         b = self.bin_dir
         stage_configs = [f"--config={path}" for path in sorted(STAGES_DIR.glob("*.yaml"))]
+        if runtime() == "kind":
+            runtime_flags = ["--runtime=kind"]
+        else:
+            runtime_flags = [
+                "--runtime=binary",
+                f"--kube-apiserver-binary={b / 'kube-apiserver'}",
+                f"--kube-controller-manager-binary={b / 'kube-controller-manager'}",
+                f"--kube-scheduler-binary={b / 'kube-scheduler'}",
+                f"--etcd-binary={b / 'etcd'}",
+                f"--kwok-controller-binary={b / 'kwok'}",
+            ]
         result = self._kwokctl(
             *stage_configs,
             "create",
             "cluster",
-            "--runtime=binary",
-            f"--kube-apiserver-binary={b / 'kube-apiserver'}",
-            f"--kube-controller-manager-binary={b / 'kube-controller-manager'}",
-            f"--kube-scheduler-binary={b / 'kube-scheduler'}",
-            f"--etcd-binary={b / 'etcd'}",
-            f"--kwok-controller-binary={b / 'kwok'}",
+            *runtime_flags,
             f"--kubeconfig={self.kubeconfig}",
             "--disable-qps-limits",
             "--wait=120s",
