@@ -17,12 +17,14 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from stack import prometheus
 from stack.build import build_all
 from stack.cluster import Cluster
 from stack.config import Ports, state_root
 from stack.prefect_server import start_prefect_server
+from stack.prefect_worker import deploy_all, start_worker
 from stack.processes import (
     StackError,
     alive,
@@ -160,6 +162,13 @@ class LocalStack:
             self._save(state)
             if self.prefect:
                 state.pids["prefect"] = self._step("Prefect server", self._start_prefect)
+                self._save(state)
+                self._step(
+                    "deployments of prefect.yaml", lambda: deploy_all(*self._prefect_at(state))
+                )
+                state.pids["worker"] = self._step(
+                    "Prefect worker", lambda: self._start_worker(state)
+                )
             state.complete = True
             self._save(state)
         except BaseException:
@@ -252,6 +261,15 @@ class LocalStack:
             in_memory=not self.prefect_ui,
             ui=self.prefect_ui,
         )
+
+    def _prefect_at(self, state: StackState) -> tuple[str, Path]:
+        assert state.prefect_api_url is not None
+        return state.prefect_api_url, self.dir / "prefect"
+
+    def _start_worker(self, state: StackState) -> int:
+        api_url, home = self._prefect_at(state)
+        env = {k: v for k, v in state.env().items() if k != "PREFECT_API_URL"}
+        return start_worker(api_url, home, env, self.dir / "logs" / "worker.log")
 
     def _save(self, state: StackState) -> None:
         self.state_file.write_text(json.dumps(asdict(state), indent=2))

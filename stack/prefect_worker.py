@@ -1,0 +1,83 @@
+"""Deploy prefect.yaml to a Prefect server and run a process worker for it, on loopback.
+
+This is how the local stack makes flow runs created from the UI, from schedules
+(post-rollback monitoring) and from alerts (the receiver) actually execute: the same
+`prefect deploy --all` an SRE runs in production, on a `process` work pool instead of a
+`kubernetes` one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from stack.config import REPO_DIR
+from stack.processes import StackError, start, wait_until
+
+WORK_POOL = "local"
+
+
+def _prefect(*args: str, env: dict[str, str], timeout: float = 180) -> str:
+    argv = [str(Path(sys.executable).with_name("prefect")), "--no-prompt", *args]
+    try:
+        result = subprocess.run(
+            argv,
+            cwd=REPO_DIR,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise StackError(f"`prefect {' '.join(args)}` timed out after {timeout:.0f}s") from exc
+    if result.returncode != 0:
+        raise StackError(
+            f"`prefect {' '.join(args)}` failed (exit {result.returncode}):\n"
+            f"{(result.stdout + result.stderr)[-3000:]}"
+        )
+    return result.stdout
+
+
+def deploy_all(api_url: str, home: Path) -> None:
+    """Create the local work pool and every deployment of prefect.yaml on the server."""
+    env = {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(home),
+        "ROLLBACK_FLOWS_HOME": str(REPO_DIR),
+        "ROLLBACK_FLOWS_WORK_POOL": WORK_POOL,
+    }
+    _prefect("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite", env=env)
+    _prefect("deploy", "--all", env=env)
+
+
+def start_worker(api_url: str, home: Path, env: dict[str, str], log_path: Path) -> int:
+    """Start a process worker polling the local pool every second; return its pid."""
+    argv = [
+        str(Path(sys.executable).with_name("prefect")),
+        "worker",
+        "start",
+        "--pool",
+        WORK_POOL,
+        "--type",
+        "process",
+        "--name",
+        "local-worker",
+    ]
+    worker_env = {
+        **env,
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(home),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "2",
+    }
+    pid = start("Prefect worker", argv, log_path, env=worker_env)
+    wait_until(
+        "the Prefect worker",
+        lambda: "started!" in log_path.read_text(errors="replace"),
+        60,
+        pid=pid,
+        log_path=log_path,
+    )
+    return pid
