@@ -44,9 +44,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(
-    name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
-) -> int:
+def start(name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> int:
     """Start `argv` detached from this process group, output to `log_path`; return its pid."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:

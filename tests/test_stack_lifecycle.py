@@ -73,7 +73,9 @@ def test_busy_port_is_named_and_nothing_starts() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        stack = LocalStack(f"busy-{os.getpid()}", Ports(**{**fresh_ports().__dict__, "alertmanager": port}))
+        stack = LocalStack(
+            f"busy-{os.getpid()}", Ports(**{**fresh_ports().__dict__, "alertmanager": port})
+        )
         with pytest.raises(StackError, match=rf"port {port} .*Alertmanager"):
             stack.up()
     assert not stack.dir.exists()
