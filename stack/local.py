@@ -19,10 +19,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
 from stack import prometheus
 from stack.build import build_all
 from stack.cluster import Cluster
-from stack.config import Ports, state_root
+from stack.config import REPO_DIR, Ports, state_root
 from stack.prefect_server import start_prefect_server
 from stack.prefect_worker import deploy_all, start_worker
 from stack.processes import (
@@ -38,6 +40,8 @@ from stack.processes import (
 # Where Alertmanager sends alerts when no receiver is configured: the discard port, so that
 # alerts are still evaluated and visible in Alertmanager's UI.
 NO_WEBHOOK = "http://127.0.0.1:9/alerts"
+# The services the flows know, as shipped; the stack's copy points them at the simulator.
+SERVICES_FILE = REPO_DIR / "deployments" / "services.yaml"
 # How long an alert condition must hold before it fires, in the local stack.
 ALERT_FOR = "3s"
 
@@ -76,6 +80,7 @@ class StackState:
         """Environment variables pointing the project's flows at this stack."""
         values = {
             "KUBECONFIG": self.kubeconfig,
+            "ROLLBACK_FLOWS_SERVICES": str(Path(self.kubeconfig).with_name("services.yaml")),
             "ROLLBACK_FLOWS_PROMETHEUS_URL": self.prometheus_url,
             "ROLLBACK_FLOWS_ALERTMANAGER_URL": self.alertmanager_url,
             "ROLLBACK_FLOWS_SERVICE_URL": self.simulator_url,
@@ -153,6 +158,7 @@ class LocalStack:
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
             self._save(state)
+            self._write_services(state)
             self._step("Kubernetes cluster (kwokctl)", self.cluster.create)
             state.pids["simulator"] = self._step("rag-api simulator", self._start_simulator)
             self._save(state)
@@ -186,6 +192,14 @@ class LocalStack:
             with contextlib.suppress(StackError):
                 self.cluster.delete()
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _write_services(self, state: StackState) -> None:
+        """The project's services file, with the service URLs pointing at the simulator."""
+        services = yaml.safe_load(SERVICES_FILE.read_text())
+        for service in services["services"].values():
+            service["health_url"] = f"{state.simulator_url}/health"
+            service["version_url"] = f"{state.simulator_url}/version"
+        Path(state.env()["ROLLBACK_FLOWS_SERVICES"]).write_text(yaml.safe_dump(services))
 
     def _check_ports(self) -> None:
         wanted = {
