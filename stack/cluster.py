@@ -13,13 +13,14 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from stack.config import KUBERNETES_VERSION, STACK_DIR
-from stack.processes import StackError
+from stack.processes import StackError, free_port
 
 STAGES_DIR = STACK_DIR / "kwok" / "stages"
 CRDS_DIR = STACK_DIR / "crds"
@@ -76,7 +77,11 @@ class Cluster:
                 f"--etcd-binary={b / 'etcd'}",
                 f"--kwok-controller-binary={b / 'kwok'}",
             ]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        options = self.workdir / "kwokctl.yaml"
+        options.write_text(yaml.safe_dump(_kwokctl_configuration()))
         result = self._kwokctl(
+            f"--config={options}",
             *stage_configs,
             "create",
             "cluster",
@@ -184,8 +189,37 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise StackError(
                     f"only {len(ready)}/{NODE_COUNT} KWOK nodes Ready after {timeout}s"
+                    + self._log_tail("kwok-controller")
                 )
             time.sleep(0.2)
+
+    def _log_tail(self, component: str, lines: int = 20) -> str:
+        log = self.workdir / "clusters" / self.name / "logs" / f"{component}.log"
+        if not log.exists():
+            return f"; {log} does not exist"
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        return f"; last lines of {log}:\n" + "\n".join(tail)
+
+
+def _kwokctl_configuration() -> dict[str, Any]:
+    """Every component on 127.0.0.1 and on a port the kernel just gave us.
+
+    kwokctl's defaults bind 0.0.0.0 and count ports down from 32767, so two clusters created
+    at nearly the same time (a test session's and a spare one) pick the same ports.
+    """
+    ports = [
+        "etcdPort",
+        "etcdPeerPort",
+        "kubeApiserverPort",
+        "kwokControllerPort",
+        "kubeControllerManagerPort",
+        "kubeSchedulerPort",
+    ]
+    return {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": {"bindAddress": "127.0.0.1", **{name: free_port() for name in ports}},
+    }
 
 
 def _crd_established(ext: client.ApiextensionsV1Api, name: str) -> bool:
