@@ -38,7 +38,7 @@ test: setup
 lint: python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy stack flows tasks playbook
+	$(VENV)/bin/mypy stack flows tasks playbook receiver bench
 
 stack-up: setup
 	$(PY) -m stack up --prefect-ui

@@ -51,15 +51,15 @@ def main(argv: list[str] | None = None) -> int:
             stack.down()
             print(f"stack {args.name!r} is down")
         elif args.command in ("status", "env"):
-            state = stack.running()
-            if state is None:
+            found = stack.running()
+            if found is None:
                 print(f"stack {args.name!r} is not running", file=sys.stderr)
                 return 1
             if args.command == "env":
-                for key, value in state.env().items():
+                for key, value in found.env().items():
                     print(f"export {key}={value}")
             else:
-                _describe(state.env(), args.name)
+                _describe(found.env(), args.name)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

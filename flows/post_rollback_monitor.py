@@ -1,0 +1,380 @@
+"""Post-rollback short-term monitoring (5-30 min), as a flow scheduled after every rollback.
+
+check inputs → baseline (before the incident) and level at the rollback → evaluate every
+interval until the end (progress artifact) → error patterns in the logs → decay table and
+charts (markdown artifact) → escalate (notification and a failed run) unless recovered.
+
+Every query names its evaluation time, and the flow only waits for times still in the
+future: a window in the past (backfilled history, a rehearsal) is evaluated in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import pandas as pd
+from prefect import flow
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.logging import get_run_logger
+
+from playbook.errors import InvalidInputError, RollbackError, VerificationFailedError
+from playbook.monitor_report import (
+    Evaluation,
+    IndicatorOutcome,
+    LogFindings,
+    MonitorReport,
+    error_patterns,
+)
+from playbook.post_rollback import MonitorSettings, load_post_rollback
+from playbook.recovery import (
+    RecoveryState,
+    Verdict,
+    baseline_of,
+    overall_verdict,
+    recovery_levels,
+    start,
+    track,
+)
+from playbook.services import ServiceConfig, load_service
+from playbook.thresholds import DecisionMatrix, Indicator, load_decision_matrix
+from tasks.kubernetes import read_deployment_status, read_error_logs
+from tasks.notify import send_notification
+from tasks.prometheus import (
+    MAX_POINTS_PER_QUERY,
+    query_instant,
+    query_range,
+    resolve_prometheus_url,
+    single_series,
+)
+
+MAX_EVALUATIONS = 10_000
+
+
+class Clock(Protocol):
+    """Where the monitor gets the time and how it waits (injectable for tests)."""
+
+    def now(self) -> datetime: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        """The current time, UTC."""
+        return datetime.now(UTC)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait `seconds`."""
+        time.sleep(seconds)
+
+
+@dataclass
+class _Counter:
+    queries: int = 0
+
+
+def _grid(since: datetime, interval: timedelta, count: int) -> list[datetime]:
+    return [since + k * interval for k in range(1, count + 1)]
+
+
+def _values_on(frame: pd.DataFrame, query: str, times: list[datetime]) -> list[float | None]:
+    """The frame's single series at `times` (None where Prometheus had no point or NaN)."""
+    series = single_series(frame, query)
+    by_second = {int(ts.timestamp()): float(v) for ts, v in series.items()}
+    out: list[float | None] = []
+    for t in times:
+        v = by_second.get(int(t.timestamp()))
+        out.append(None if v is None or math.isnan(v) else v)
+    return out
+
+
+class _Fetcher:
+    """Range-queries each indicator's points as they become available, in as few queries as
+    possible: every point already in the past in one query per indicator."""
+
+    def __init__(
+        self,
+        url: str,
+        matrix: DecisionMatrix,
+        queries: dict[str, str],
+        grid: list[datetime],
+        interval: timedelta,
+        counter: _Counter,
+    ) -> None:
+        self.url, self.matrix, self.queries = url, matrix, queries
+        self.grid, self.interval, self.counter = grid, interval, counter
+        self.fetched = 0
+        self.values: dict[str, list[float | None]] = {name: [] for name in queries}
+
+    def fetch_until(self, available: int) -> None:
+        """Fetch grid points up to index `available` (exclusive) not fetched yet."""
+        while self.fetched < available:
+            upto = min(available, self.fetched + MAX_POINTS_PER_QUERY - 1)
+            times = self.grid[self.fetched : upto]
+            for name, query in self.queries.items():
+                frame = query_range(
+                    self.url, query, times[0], times[-1], self.interval, self.matrix.prometheus
+                )
+                self.counter.queries += 1
+                self.values[name].extend(_values_on(frame, query, times))
+            self.fetched = upto
+
+
+def _baseline(
+    url: str,
+    matrix: DecisionMatrix,
+    query: str,
+    start_at: datetime,
+    end_at: datetime,
+    interval: timedelta,
+    counter: _Counter,
+) -> float | None:
+    span = (end_at - start_at).total_seconds()
+    step = timedelta(seconds=max(interval.total_seconds(), math.ceil(span / 1000)))
+    frame = query_range(url, query, start_at, end_at, step, matrix.prometheus)
+    counter.queries += 1
+    return baseline_of(single_series(frame, query).tolist())
+
+
+def _at(
+    url: str, matrix: DecisionMatrix, query: str, at: datetime, counter: _Counter
+) -> float | None:
+    frame = query_instant(url, query, at, matrix.prometheus)
+    counter.queries += 1
+    series = single_series(frame, query)
+    value = float(series.iloc[0]) if len(series) else math.nan
+    return None if math.isnan(value) else value
+
+
+def _scan_logs(cfg: ServiceConfig, since: datetime, now: datetime) -> LogFindings:
+    try:
+        status = read_deployment_status(cfg.namespace, cfg.deployment)
+        scan = read_error_logs(
+            cfg.namespace,
+            status.label_selector,
+            cfg.container,
+            cfg.logs.error_pattern,
+            cfg.logs.tail_lines,
+            since_seconds=max(1, int((now - since).total_seconds())),
+        )
+    except RollbackError as exc:
+        return LogFindings(False, (), str(exc))
+    if not scan.available:
+        return LogFindings(False, (), scan.unavailable_reason)
+    return LogFindings(True, error_patterns(scan.lines))
+
+
+class _Progress:
+    """The run's progress artifact, updated when the whole percentage changes."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self.total, self.last = total, 0
+        self.id: Any = create_progress_artifact(0.0, key=None, description=description)
+
+    def update(self, done: int, description: str) -> None:
+        percent = int(100 * done / self.total)
+        if percent != self.last:
+            self.last = percent
+            update_progress_artifact(self.id, float(percent), description=description)
+
+
+def monitor_window(
+    cfg: ServiceConfig,
+    matrix: DecisionMatrix,
+    settings: MonitorSettings,
+    url: str,
+    since: datetime,
+    duration: timedelta,
+    interval: timedelta,
+    incident_start: datetime | None,
+    clock: Clock,
+    on_evaluation: Callable[[int, int, Evaluation], None] = lambda done, total, ev: None,
+) -> tuple[tuple[Evaluation, ...], tuple[IndicatorOutcome, ...], bool, int]:
+    """Evaluate the recovery of every monitored indicator at each interval after `since`.
+
+    Returns the evaluations, the final outcome per indicator, whether it stopped early
+    (worse) and the number of Prometheus queries issued.
+    """
+    counter = _Counter()
+    indicators: dict[str, Indicator] = {n: matrix.indicator(n) for n in settings.indicators}
+    queries = {n: ind.render(cfg.name, settings.window) for n, ind in indicators.items()}
+    baseline_end = incident_start or since - timedelta(minutes=settings.incident_lead_minutes)
+    baseline_start = baseline_end - timedelta(minutes=settings.baseline_minutes)
+    states: dict[str, RecoveryState] = {}
+    for name, ind in indicators.items():
+        baseline = _baseline(
+            url, matrix, queries[name], baseline_start, baseline_end, interval, counter
+        )
+        incident = _at(url, matrix, queries[name], since, counter)
+        policy = settings.indicators[name]
+        states[name] = start(recovery_levels(ind, policy, baseline, incident), policy)
+
+    grid = _grid(since, interval, int(duration / interval))
+    fetcher = _Fetcher(url, matrix, queries, grid, interval, counter)
+    delay = timedelta(seconds=settings.evaluation_delay_seconds)
+    evaluations: list[Evaluation] = []
+    stopped_early = False
+    for k, at in enumerate(grid):
+        wait = (at + delay - clock.now()).total_seconds()
+        if wait > 0:
+            clock.sleep(wait)
+        now = clock.now()
+        available = max(k + 1, sum(1 for t in grid if t + delay <= now))
+        fetcher.fetch_until(available)
+        for name in indicators:
+            states[name] = track(states[name], at, fetcher.values[name][k])
+        verdicts = tuple((n, s.verdict) for n, s in states.items())
+        ev = Evaluation(
+            at=at,
+            values=tuple((n, fetcher.values[n][k]) for n in indicators),
+            verdicts=verdicts,
+            verdict=overall_verdict(v for _, v in verdicts),
+        )
+        evaluations.append(ev)
+        on_evaluation(k + 1, len(grid), ev)
+        if ev.verdict is Verdict.WORSE:
+            stopped_early = k + 1 < len(grid)
+            break
+
+    outcomes = tuple(
+        IndicatorOutcome(
+            indicator=indicators[name],
+            levels=state.levels,
+            verdict=state.verdict,
+            latest=state.latest,
+            back_for_seconds=state.back_for_seconds,
+            worse_at=state.worse_at,
+        )
+        for name, state in states.items()
+    )
+    return tuple(evaluations), outcomes, stopped_early, counter.queries
+
+
+def _check_window(since: datetime, duration: timedelta, interval: timedelta) -> datetime:
+    if since.tzinfo is None:
+        raise InvalidInputError(f"since {since.isoformat()} has no timezone (use e.g. ...Z)")
+    if interval.total_seconds() < 1 or interval.total_seconds() % 1:
+        raise InvalidInputError(f"interval must be whole seconds, at least 1 s; got {interval}")
+    if duration < interval:
+        raise InvalidInputError(f"duration {duration} is shorter than the interval {interval}")
+    if duration / interval > MAX_EVALUATIONS:
+        raise InvalidInputError(f"more than {MAX_EVALUATIONS} evaluations; use a longer interval")
+    return since.astimezone(UTC).replace(microsecond=0)
+
+
+@flow(name="post-rollback-monitor", log_prints=True)
+def post_rollback_monitor(
+    service: str,
+    since: datetime,
+    duration: timedelta = timedelta(minutes=30),
+    interval: timedelta = timedelta(minutes=1),
+    namespace: str | None = None,
+    incident_start: datetime | None = None,
+    prometheus_url: str | None = None,
+    notify_secret_block: str | None = None,
+    scan_logs: bool = True,
+) -> MonitorReport:
+    """Watch error rate and latency return to their pre-incident baseline after a rollback.
+
+    Args:
+        service: A service of the services file.
+        since: When the rollback completed (timezone-aware); evaluation starts one interval later.
+        duration: How long to watch.
+        interval: How often to evaluate.
+        namespace: Overrides the service's namespace.
+        incident_start: When the incident began; the baseline ends there (estimated when None).
+        prometheus_url: Prometheus base URL; `$ROLLBACK_FLOWS_PROMETHEUS_URL` when None.
+        notify_secret_block: Secret block with the webhook URL; else
+            `$ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL`.
+        scan_logs: Look for error patterns in the pods' logs since the rollback.
+
+    Raises:
+        InvalidInputError: unknown service, bad window or configuration (nothing queried).
+        VerificationFailedError: escalated: not recovered by the end, worse, or no data.
+    """
+    logger = get_run_logger()
+    # check inputs
+    cfg = load_service(service, namespace)
+    start_at = _check_window(since, duration, interval)
+    if incident_start is not None and incident_start.tzinfo is None:
+        raise InvalidInputError("incident_start has no timezone")
+    matrix = load_decision_matrix()
+    settings = load_post_rollback(matrix).monitor
+    url = resolve_prometheus_url(prometheus_url)
+    clock = SystemClock()
+    total = int(duration / interval)
+    logger.info(
+        "monitoring %s in %s from %s for %s, every %s (%d evaluations)",
+        cfg.name, cfg.namespace, start_at.isoformat(), duration, interval, total,
+    )  # fmt: skip
+
+    # evaluate at each interval
+    progress = _Progress(total, f"monitoring {cfg.name} since {start_at:%H:%M:%S}")
+
+    def show(done: int, total: int, ev: Evaluation) -> None:
+        text = ", ".join(f"{n} {v.value}" for n, v in ev.verdicts)
+        logger.info("%s [%d/%d] %s", ev.at.strftime("%H:%M:%S"), done, total, text)
+        progress.update(done, f"{ev.at:%H:%M:%S}: {ev.verdict.value} ({text})")
+
+    try:
+        evaluations, outcomes, stopped_early, queries = monitor_window(
+            cfg, matrix, settings, url, start_at, duration, interval, incident_start, clock, show
+        )
+    except RollbackError as exc:  # e.g. Prometheus unreachable after retries: nobody watches
+        _escalate(
+            f"🚨 ESCALATION: monitoring of {cfg.name} after the rollback failed: {exc}",
+            notify_secret_block,
+        )
+        raise
+    logs = (
+        _scan_logs(cfg, start_at, clock.now())
+        if scan_logs
+        else LogFindings(False, (), "not scanned")
+    )
+    report = MonitorReport(
+        service=cfg.name,
+        namespace=cfg.namespace,
+        since=start_at,
+        until=start_at + duration,
+        evaluations=evaluations,
+        outcomes=outcomes,
+        verdict=overall_verdict(o.verdict for o in outcomes),
+        stopped_early=stopped_early,
+        queries=queries,
+        logs=logs,
+    )
+
+    # report
+    key = f"post-rollback-monitor-{cfg.name}"
+    create_table_artifact(
+        [o.row() for o in outcomes], key=f"{key}-verdict", description=report.summary()
+    )
+    create_markdown_artifact(report.to_markdown(), key=key, description=report.summary())
+    if not report.escalate:
+        logger.info("recovered: %s", report.summary())
+        return report
+
+    # escalate
+    logger.error("escalating: %s", report.summary())
+    _escalate(report.escalation_text(), notify_secret_block)
+    raise VerificationFailedError(f"escalated after the rollback: {report.summary()}")
+
+
+def _escalate(text: str, secret_block: str | None) -> None:
+    """Send the escalation; a failure to send is logged, never hides the escalation itself."""
+    try:
+        send_notification(text, secret_block)
+    except RollbackError as exc:
+        get_run_logger().error("the escalation could not be sent: %s", exc)

@@ -1,0 +1,111 @@
+"""Settings of post-rollback verification and monitoring, loaded from YAML and validated.
+
+The file is `deployments/post-rollback.yaml` (or the one named by
+`ROLLBACK_FLOWS_POST_ROLLBACK`); indicator names in it must exist in the decision matrix.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from playbook.errors import InvalidInputError
+from playbook.recovery import RecoveryPolicy
+from playbook.thresholds import DecisionMatrix, PromDuration
+
+POST_ROLLBACK_ENV = "ROLLBACK_FLOWS_POST_ROLLBACK"
+DEFAULT_POST_ROLLBACK_FILE = (
+    Path(__file__).resolve().parent.parent / "deployments" / "post-rollback.yaml"
+)
+
+CheckName = Literal["pod_count", "pods_ready", "health", "version", "error_rate", "p99_latency"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProbeSettings(_Frozen):
+    """How /health and /version are probed."""
+
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    body_excerpt_chars: int = Field(default=200, ge=0, le=4000)
+
+
+class VerificationSettings(_Frozen):
+    """The verification checklist: minimum pods, indicator limits, which checks are critical."""
+
+    window: PromDuration = "1m"
+    min_pods: int = Field(default=3, ge=1)
+    indicators: dict[str, float] = Field(
+        default_factory=lambda: {"error_rate": 0.01, "p99_latency": 0.3}
+    )
+    critical: frozenset[str] = frozenset({"pod_count", "pods_ready", "health", "version"})
+
+
+class MonitorSettings(_Frozen):
+    """The short-term monitoring: which indicators, their recovery policies, the baseline."""
+
+    window: PromDuration = "1m"
+    baseline_minutes: float = Field(default=60.0, gt=0, le=7 * 24 * 60)
+    incident_lead_minutes: float = Field(default=15.0, ge=0, le=24 * 60)
+    evaluation_delay_seconds: float = Field(default=10.0, ge=0, le=600)
+    indicators: dict[str, RecoveryPolicy] = Field(min_length=1)
+
+
+class PostRollbackSettings(_Frozen):
+    """The whole post-rollback file."""
+
+    probes: ProbeSettings = ProbeSettings()
+    verification: VerificationSettings = VerificationSettings()
+    monitor: MonitorSettings
+
+    def check_against(self, matrix: DecisionMatrix, source: str) -> PostRollbackSettings:
+        """Fail clearly when an indicator name is not in the decision matrix."""
+        names = set(self.verification.indicators) | set(self.monitor.indicators)
+        for name in sorted(names):
+            try:
+                matrix.indicator(name)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{source}: {exc}") from None
+        known = {"pod_count", "pods_ready", "health", "version", *self.verification.indicators}
+        unknown = set(self.verification.critical) - known
+        if unknown:
+            raise InvalidInputError(
+                f"{source}: verification.critical names unknown checks {sorted(unknown)}; "
+                f"known: {sorted(known)}"
+            )
+        return self
+
+
+def parse_post_rollback(
+    text: str, matrix: DecisionMatrix, source: str = "post-rollback settings"
+) -> PostRollbackSettings:
+    """Validate the YAML text of the post-rollback settings against the decision matrix."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"{source} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise InvalidInputError(f"{source} must be a mapping")
+    try:
+        settings = PostRollbackSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInputError(f"{source} is invalid:\n{exc}") from exc
+    return settings.check_against(matrix, source)
+
+
+def load_post_rollback(matrix: DecisionMatrix, path: Path | None = None) -> PostRollbackSettings:
+    """Read and validate the post-rollback settings (`ROLLBACK_FLOWS_POST_ROLLBACK` or default)."""
+    chosen = path or Path(os.environ.get(POST_ROLLBACK_ENV) or DEFAULT_POST_ROLLBACK_FILE)
+    try:
+        text = chosen.read_text()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read the post-rollback settings {chosen}: {exc}") from exc
+    return parse_post_rollback(text, matrix, source=str(chosen))

@@ -1,0 +1,205 @@
+"""Prometheus tasks: instant and range queries of the decision matrix's indicators, as frames.
+
+The client is prometheus-api-client with an explicit request timeout and retry policy (from
+`PrometheusSettings`: it has neither by default that we want). Its errors (requests' and its
+own `PrometheusApiClientException`) are translated into `playbook.errors` here; a malformed
+query (HTTP 400/422) is permanent, an unreachable or overloaded server transient. Every query
+names an explicit evaluation time, so a past window is evaluated exactly like a live one.
+
+Frames: `timestamp` (UTC), `value` (float, NaN where Prometheus says NaN), one column per label.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import requests
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
+
+from playbook.errors import (
+    InvalidInputError,
+    NetworkError,
+    RequestTimeoutError,
+    RollbackError,
+    ServerError,
+    error_for_status,
+    retry_condition_fn,
+)
+from playbook.thresholds import PrometheusSettings
+
+PROMETHEUS_URL_ENV = "ROLLBACK_FLOWS_PROMETHEUS_URL"
+MAX_POINTS_PER_QUERY = 10_000
+"""Prometheus refuses more than 11,000 points per series in one range query."""
+
+_STATUS = re.compile(r"HTTP Status Code (\d+) \((.*)\)$", re.S)
+
+
+def resolve_prometheus_url(url: str | None = None) -> str:
+    """The Prometheus base URL: `url`, else `$ROLLBACK_FLOWS_PROMETHEUS_URL`."""
+    chosen = url or os.environ.get(PROMETHEUS_URL_ENV)
+    if not chosen:
+        raise InvalidInputError(
+            f"no Prometheus URL: pass prometheus_url or set {PROMETHEUS_URL_ENV}"
+        )
+    if not chosen.startswith(("http://", "https://")):
+        raise InvalidInputError(f"malformed Prometheus URL {chosen!r}: expected http(s)://...")
+    return chosen.rstrip("/")
+
+
+def connect(url: str, settings: PrometheusSettings) -> PrometheusConnect:
+    """A client that times out after `settings.timeout_seconds` and retries connection errors
+    and 502/503/504 `settings.retries` times with exponential backoff."""
+    retry = Retry(
+        total=settings.retries,
+        connect=settings.retries,
+        read=0,
+        status=settings.retries,
+        backoff_factor=settings.backoff_seconds,
+        status_forcelist=(502, 503, 504),
+        allowed_methods=frozenset({"GET"}),
+        raise_on_status=False,
+    )
+    return PrometheusConnect(
+        url=url,
+        retry=retry,
+        timeout=settings.timeout_seconds,
+        disable_ssl=False,
+    )
+
+
+def _translate(exc: Exception, what: str) -> RollbackError:
+    if isinstance(exc, PrometheusApiClientException):
+        found = _STATUS.search(str(exc))
+        if found:
+            detail = found.group(2)
+            message = re.search(r'"error":"((?:[^"\\]|\\.)*)"', detail)
+            return error_for_status(
+                int(found.group(1)), what, message.group(1) if message else detail[:300]
+            )
+        return ServerError(f"{what} failed: {exc}")
+    if isinstance(exc, requests.Timeout):
+        return RequestTimeoutError(f"{what} timed out: {exc}")
+    if isinstance(exc, requests.ConnectionError | requests.exceptions.RetryError):
+        return NetworkError(f"{what} failed: {exc}")
+    if isinstance(exc, ValueError):  # a body that is not Prometheus JSON
+        return ServerError(f"{what} answered something that is not Prometheus JSON: {exc}")
+    return NetworkError(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def _utc(at: datetime) -> datetime:
+    if at.tzinfo is None:
+        raise InvalidInputError(f"time {at.isoformat()} has no timezone; pass an aware datetime")
+    return at.astimezone(UTC)
+
+
+def _float(raw: Any) -> float:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _frame(rows: list[dict[str, Any]], labels: set[str]) -> pd.DataFrame:
+    columns = ["timestamp", "value", *sorted(labels)]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
+    frame["value"] = frame["value"].astype("float64")
+    return frame
+
+
+def instant_frame(result: list[dict[str, Any]]) -> pd.DataFrame:
+    """The `result` of an instant query as a frame, one row per series."""
+    labels = {k for series in result for k in series.get("metric", {})}
+    rows = [
+        {"timestamp": float(s["value"][0]), "value": _float(s["value"][1]), **s.get("metric", {})}
+        for s in result
+    ]
+    return _frame(rows, labels)
+
+
+def range_frame(result: list[dict[str, Any]]) -> pd.DataFrame:
+    """The `result` of a range query as a long frame, one row per series and point."""
+    labels = {k for series in result for k in series.get("metric", {})}
+    rows = [
+        {"timestamp": float(t), "value": _float(v), **s.get("metric", {})}
+        for s in result
+        for t, v in s.get("values", [])
+    ]
+    return _frame(rows, labels).sort_values("timestamp", ignore_index=True)
+
+
+@task(
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=120,
+    cache_policy=NO_CACHE,
+)
+def query_instant(
+    url: str, query: str, at: datetime, settings: PrometheusSettings | None = None
+) -> pd.DataFrame:
+    """Evaluate `query` at time `at` (`/api/v1/query?time=`); one row per series returned."""
+    what = f"Prometheus query at {_utc(at).isoformat()}: {query}"
+    client = connect(url, settings or PrometheusSettings())
+    try:
+        result = client.custom_query(query, params={"time": f"{_utc(at).timestamp():.3f}"})
+    except Exception as exc:
+        raise _translate(exc, what) from exc
+    return instant_frame(result)
+
+
+@task(
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=300,
+    cache_policy=NO_CACHE,
+)
+def query_range(
+    url: str,
+    query: str,
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    settings: PrometheusSettings | None = None,
+) -> pd.DataFrame:
+    """Evaluate `query` at `start`, `start + step`, ... up to `end` (`/api/v1/query_range`).
+
+    `start` and `end` are whole seconds; a range longer than 10,000 steps is refused (split it).
+    """
+    first, last = _utc(start), _utc(end)
+    seconds = step.total_seconds()
+    if seconds <= 0 or last < first:
+        raise InvalidInputError(f"bad range {first} .. {last} step {step}")
+    if (last - first).total_seconds() / seconds >= MAX_POINTS_PER_QUERY:
+        raise InvalidInputError(f"range {first} .. {last} has too many steps of {step}")
+    what = f"Prometheus range query {first.isoformat()} .. {last.isoformat()}: {query}"
+    client = connect(url, settings or PrometheusSettings())
+    try:
+        result = client.custom_query_range(query, first, last, step=f"{seconds:g}s")
+    except Exception as exc:
+        raise _translate(exc, what) from exc
+    return range_frame(result)
+
+
+def single_series(frame: pd.DataFrame, query: str) -> pd.Series:
+    """The values of a frame that must hold one series, indexed by timestamp.
+
+    Raises:
+        InvalidInputError: the query returned several series (aggregate it in the YAML).
+    """
+    labels = [c for c in frame.columns if c not in ("timestamp", "value")]
+    if labels and len(frame[labels].drop_duplicates()) > 1:
+        raise InvalidInputError(
+            f"query returned {len(frame[labels].drop_duplicates())} series, expected one "
+            f"(aggregate it with sum/max/min): {query}"
+        )
+    return pd.Series(frame["value"].to_numpy(), index=pd.DatetimeIndex(frame["timestamp"]))

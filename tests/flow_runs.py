@@ -1,0 +1,47 @@
+"""Read a flow run's final state and its artifacts back from the Prefect API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.sorting import ArtifactSort
+from prefect.states import State
+
+
+@dataclass(frozen=True)
+class FlowRunRecord:
+    """A flow run as the API stores it: its final state type and its artifacts by type."""
+
+    state: str
+    artifacts: list[Any]
+
+    def of_type(self, type_: str) -> list[Any]:
+        return [a for a in self.artifacts if a.type == type_]
+
+    def one(self, type_: str) -> Any:
+        found = self.of_type(type_)
+        assert len(found) == 1, f"expected one {type_} artifact, got {len(found)}"
+        return found[0]
+
+
+def flow_run_id(state: State) -> UUID:
+    flow_run = state.state_details.flow_run_id
+    assert flow_run is not None
+    return flow_run
+
+
+def read_flow_run(state: State) -> FlowRunRecord:
+    """The stored flow run of `state` (returned by a flow called with `return_state=True`)."""
+    run_id = flow_run_id(state)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+    assert run.state is not None
+    return FlowRunRecord(run.state.type.value, list(artifacts))

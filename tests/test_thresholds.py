@@ -1,0 +1,172 @@
+"""The decision matrix as data: the shipped thresholds, classification, queries, bad files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from playbook.errors import InvalidInputError
+from playbook.post_rollback import load_post_rollback, parse_post_rollback
+from playbook.thresholds import (
+    DEFAULT_MATRIX_FILE,
+    MATRIX_ENV,
+    Level,
+    load_decision_matrix,
+    parse_decision_matrix,
+)
+
+MATRIX = load_decision_matrix(DEFAULT_MATRIX_FILE)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "level"),
+    [
+        ("error_rate", 0.0, Level.OK),
+        ("error_rate", 0.01, Level.OK),  # "> 1 %": exactly 1 % is not a warning
+        ("error_rate", 0.0101, Level.WARNING),
+        ("error_rate", 0.05, Level.WARNING),
+        ("error_rate", 0.0501, Level.CRITICAL),
+        ("p99_latency", 0.5, Level.OK),
+        ("p99_latency", 0.75, Level.WARNING),
+        ("p99_latency", 1.0, Level.WARNING),
+        ("p99_latency", 1.75, Level.CRITICAL),
+        ("availability", 1.0, Level.OK),
+        ("availability", 0.995, Level.OK),
+        ("availability", 0.994, Level.WARNING),
+        ("availability", 0.99, Level.WARNING),
+        ("availability", 0.989, Level.CRITICAL),
+        ("rag_quality_ndcg", 0.82, Level.OK),
+        ("rag_quality_ndcg", 0.65, Level.WARNING),
+        ("rag_quality_ndcg", 0.55, Level.CRITICAL),
+        ("user_complaints", 2, Level.OK),
+        ("user_complaints", 3, Level.WARNING),  # "3+ in 10 min"
+        ("user_complaints", 9, Level.WARNING),
+        ("user_complaints", 10, Level.CRITICAL),
+    ],
+)
+def test_shipped_matrix_has_the_playbook_thresholds(name: str, value: float, level: Level) -> None:
+    assert MATRIX.indicator(name).classify(value) is level
+
+
+@pytest.mark.parametrize("missing", [None, math.nan])
+def test_missing_value_is_no_data_never_ok(missing: float | None) -> None:
+    for indicator in MATRIX.indicators.values():
+        assert indicator.classify(missing) is Level.NO_DATA
+
+
+def test_overall_level_is_the_worst_and_optional_no_data_does_not_count() -> None:
+    result = MATRIX.classify({"error_rate": 0.02, "p99_latency": 0.1, "user_complaints": None})
+    assert [c.level for c in result.classifications] == [Level.WARNING, Level.OK, Level.NO_DATA]
+    assert result.level is Level.WARNING
+    assert MATRIX.classify({"error_rate": None, "p99_latency": 0.1}).level is Level.NO_DATA
+    assert MATRIX.classify({"error_rate": None, "p99_latency": 2.0}).level is Level.CRITICAL
+    assert result.rows()[0] == {
+        "metric": "Error Rate",
+        "value": "2 %",
+        "level": "WARNING",
+        "warning": "> 1 %",
+        "critical": "> 5 %",
+    }
+
+
+def test_availability_is_time_healthy_not_one_minus_error_rate() -> None:
+    """At 2 % errors availability must not be critical: it does not come from the error rate."""
+    availability = MATRIX.indicator("availability")
+    assert "http_requests_total" not in availability.query
+    assert "rag_healthy" in availability.query
+    assert MATRIX.indicator("error_rate").classify(0.02) is Level.WARNING
+
+
+def test_queries_render_for_a_service_and_window() -> None:
+    query = MATRIX.indicator("error_rate").render("rag-api", "30s")
+    assert 'service="rag-api"' in query and "[30s]" in query
+    assert "$" not in query and "\n" not in query
+    assert "[5m]" in MATRIX.indicator("error_rate").render("rag-api")
+    with pytest.raises(InvalidInputError, match="malformed Prometheus duration"):
+        MATRIX.indicator("error_rate").render("rag-api", "5 minutes")
+
+
+def test_format_is_in_the_indicators_unit() -> None:
+    assert MATRIX.indicator("error_rate").format(0.2) == "20 %"
+    assert MATRIX.indicator("p99_latency").format(0.83) == "830 ms"
+    assert MATRIX.indicator("p99_latency").format(None) == "no data"
+    assert MATRIX.indicator("availability").passing_condition(0.99) == ">= 99 %"
+
+
+@given(
+    name=st.sampled_from(sorted(MATRIX.indicators)),
+    a=st.floats(-1e3, 1e3, allow_nan=False),
+    b=st.floats(-1e3, 1e3, allow_nan=False),
+)
+def test_classification_is_monotonic(name: str, a: float, b: float) -> None:
+    """A worse value never gets a better level."""
+    indicator = MATRIX.indicator(name)
+    low, high = sorted((a, b))
+    worse, better = (high, low) if indicator.higher_is_worse else (low, high)
+    assert indicator.classify(worse).rank >= indicator.classify(better).rank
+
+
+GOOD = """
+indicators:
+  error_rate:
+    title: Error Rate
+    unit: ratio
+    breach: above
+    warning: 0.01
+    critical: 0.05
+    window: 5m
+    query: sum(rate(x{service="$service"}[$window]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("critical: 0.05", "critical: 0.001"), "must not be below warning"),
+        (("$window", "$windw"), "unknown placeholder"),
+        (('service="$service"', 'service="rag-api"'), "must select the service"),
+        (("window: 5m", "window: 5 minutes"), "window"),
+        (("breach: above", "breach: over"), "breach"),
+        (("unit: ratio", "unit: ratio\n    colour: red"), "Extra inputs"),
+        (("indicators:", "indicators: [oops]\nx:"), "not valid YAML|must be a mapping"),
+    ],
+)
+def test_bad_matrix_is_refused_with_the_reason(change: tuple[str, str], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        parse_decision_matrix(GOOD.replace(*change), source="m.yaml")
+    assert parse_decision_matrix(GOOD).indicator("error_rate").warning == 0.01
+
+
+def test_unknown_indicator_names_the_known_ones() -> None:
+    with pytest.raises(InvalidInputError, match="unknown indicator 'errors'; known: availability"):
+        MATRIX.indicator("errors")
+
+
+def test_matrix_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "matrix.yaml"
+    path.write_text(GOOD)
+    monkeypatch.setenv(MATRIX_ENV, str(path))
+    assert set(load_decision_matrix().indicators) == {"error_rate"}
+    monkeypatch.setenv(MATRIX_ENV, str(tmp_path / "absent.yaml"))
+    with pytest.raises(InvalidInputError, match="cannot read the decision matrix"):
+        load_decision_matrix()
+
+
+def test_shipped_post_rollback_settings_match_the_playbook() -> None:
+    settings = load_post_rollback(MATRIX)
+    assert settings.verification.min_pods == 3
+    assert settings.verification.indicators == {"error_rate": 0.01, "p99_latency": 0.3}
+    assert set(settings.monitor.indicators) == {"error_rate", "p99_latency"}
+
+
+def test_post_rollback_settings_must_name_known_indicators() -> None:
+    text = "monitor:\n  indicators:\n    error_rte: {}\n"
+    with pytest.raises(InvalidInputError, match="unknown indicator 'error_rte'"):
+        parse_post_rollback(text, MATRIX, source="p.yaml")
+    text = "verification:\n  critical: [helth]\nmonitor:\n  indicators:\n    error_rate: {}\n"
+    with pytest.raises(InvalidInputError, match=r"unknown checks \['helth'\]"):
+        parse_post_rollback(text, MATRIX)
