@@ -1,0 +1,194 @@
+"""During a canary phase: roll the canary back automatically when a playbook trigger holds.
+
+every `interval_seconds` until the canary window ends: observe the canary (pods ready,
+`/health`, error rate and P99 from Prometheus) → evaluate the automatic triggers (pure,
+`playbook.guard`) → on the first that holds, run `guarded_rollback` with `canary_rollback`
+(one rollback per service at a time, hourly cap) → report which trigger fired and the
+observed values. At the end of the window a health check that still fails is a trigger too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
+from pydantic import Field
+
+from flows.guarded_rollback import GuardedRollback, guarded_rollback
+from playbook.errors import InvalidInputError, NotFoundError, RollbackError
+from playbook.guard import (
+    DEFAULT_MAX_AUTOMATIC_PER_HOUR,
+    CanaryObservation,
+    CanaryTriggers,
+    CanaryVerdict,
+    Health,
+    evaluate_canary,
+)
+from playbook.post_rollback import ProbeSettings
+from playbook.services import ServiceConfig, load_service
+from playbook.thresholds import PrometheusSettings, load_decision_matrix
+from tasks.kubernetes import read_deployment_status
+from tasks.probes import probe_health, probe_urls
+from tasks.prometheus import query_instant, resolve_prometheus_url, single_series
+
+PLAYBOOK_TRIGGERS = CanaryTriggers()
+"""The playbook's automatic triggers: 10 min window, error rate > 5 %, P99 > 500 ms."""
+
+
+@dataclass(frozen=True)
+class CanaryGuardResult:
+    """How the canary phase ended: passed, or rolled back (or capped) by which trigger."""
+
+    service: str
+    namespace: str
+    outcome: Literal["passed", "rolled_back", "capped", "stale", "dry_run"]
+    verdict: CanaryVerdict
+    observations: int
+    rollback: GuardedRollback | None = None
+
+    def to_markdown(self) -> str:
+        """The result as the run's markdown artifact."""
+        obs = self.verdict.observation
+        lines = [
+            f"# Canary guard of {self.namespace}/{self.service}: {self.outcome}",
+            "",
+            f"**{self.verdict.summary}**",
+            "",
+            "| observed | value |",
+            "|---|---|",
+            f"| elapsed | {obs.elapsed_seconds:.0f} s ({self.observations} observations) |",
+            f"| health | {obs.health.value}: {obs.health_detail} |",
+            f"| error rate | {_fmt(obs.error_ratio, 100, '%')} |",
+            f"| P99 latency | {_fmt(obs.p99_seconds, 1000, 'ms')} |",
+        ]
+        if self.verdict.fired:
+            lines += ["", "Triggers that fired:", *(f"- {f}" for f in self.verdict.fired)]
+        if self.rollback is not None:
+            lines += ["", f"Rollback: {self.rollback.action}: {self.rollback.message}"]
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None, scale: float, unit: str) -> str:
+    return "no data" if value is None else f"{value * scale:.2f} {unit}"
+
+
+def _health(cfg: ServiceConfig, health_url: str, settings: ProbeSettings) -> tuple[Health, str]:
+    """The canary's health check: its pods all ready and `/health` answering 200."""
+    assert cfg.canary is not None
+    try:
+        status = read_deployment_status(cfg.namespace, cfg.canary.deployment)
+    except NotFoundError:
+        return Health.FAILING, f"canary Deployment {cfg.canary.deployment} does not exist"
+    if status.ready_replicas < max(status.desired_replicas, 1):
+        return Health.FAILING, (
+            f"{status.ready_replicas}/{status.desired_replicas} canary pods ready"
+        )
+    try:
+        probe = probe_health(health_url, settings)
+    except RollbackError as exc:
+        return Health.FAILING, f"/health unreachable: {exc}"
+    if probe.status_code == 503 or "unhealthy" in probe.body_excerpt.lower():
+        return Health.UNHEALTHY, f"/health answered {probe.status_code}: {probe.body_excerpt}"
+    if not probe.ok:
+        return Health.FAILING, f"/health answered {probe.status_code}"
+    return Health.HEALTHY, "pods ready, /health 200"
+
+
+def _value(url: str, query: str, settings: PrometheusSettings) -> float | None:
+    frame = query_instant(url, query, datetime.now(UTC), settings)
+    series = single_series(frame, query)
+    value = float(series.iloc[0]) if len(series) else math.nan
+    return None if math.isnan(value) else value
+
+
+@flow(name="canary-guard", log_prints=True)
+def canary_guard(
+    service: str,
+    namespace: str | None = None,
+    triggers: CanaryTriggers = PLAYBOOK_TRIGGERS,
+    interval_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0,
+    rate_window: str = "1m",
+    metrics_service: str | None = None,
+    base_url: str | None = None,
+    prometheus_url: str | None = None,
+    max_per_hour: Annotated[int, Field(ge=0, le=10)] = DEFAULT_MAX_AUTOMATIC_PER_HOUR,
+    dry_run: bool = False,
+) -> CanaryGuardResult:
+    """Watch a service's canary for its window; roll it back when a playbook trigger holds.
+
+    Args:
+        service: A service of the services file with a `canary` section.
+        namespace: Overrides the service's namespace.
+        triggers: The automatic triggers (window 10 min, error rate 5 %, P99 500 ms).
+        interval_seconds: Time between observations.
+        rate_window: Rate window of the error-rate and P99 queries.
+        metrics_service: The `service` label of the canary's metrics (the service's name).
+        base_url: Probe `<base_url>/health` instead of the configured health URL.
+        prometheus_url: Overrides `$ROLLBACK_FLOWS_PROMETHEUS_URL`.
+        max_per_hour: Hourly cap of automatic rollbacks of the service.
+        dry_run: Report what would be rolled back; change nothing.
+
+    Raises:
+        InvalidInputError: unknown service, no canary configured, a malformed window or URL.
+        RollbackRefusedError: a trigger fired while another rollback of the service ran.
+    """
+    logger = get_run_logger()
+    cfg = load_service(service, namespace)
+    if cfg.canary is None:
+        raise InvalidInputError(f"service {cfg.name!r} has no canary configured")
+    matrix = load_decision_matrix()
+    labels = metrics_service or cfg.name
+    queries = {
+        name: matrix.indicator(name).render(labels, rate_window)
+        for name in ("error_rate", "p99_latency")
+    }
+    prom = resolve_prometheus_url(prometheus_url)
+    health_url, _ = probe_urls(cfg, base_url)
+    probes = ProbeSettings()
+
+    started = time.monotonic()
+    observations = 0
+    while True:
+        elapsed = time.monotonic() - started
+        health, detail = _health(cfg, health_url, probes)
+        observation = CanaryObservation(
+            elapsed,
+            health,
+            detail,
+            _value(prom, queries["error_rate"], matrix.prometheus),
+            _value(prom, queries["p99_latency"], matrix.prometheus),
+        )
+        observations += 1
+        verdict = evaluate_canary(observation, triggers)
+        logger.info("canary %s/%s: %s", cfg.namespace, cfg.name, verdict.summary)
+        if verdict.rollback or verdict.window_over:
+            break
+        time.sleep(min(interval_seconds, max(triggers.window_seconds - elapsed, 0.0)))
+
+    rollback = None
+    outcome: Literal["passed", "rolled_back", "capped", "stale", "dry_run"] = "passed"
+    if verdict.rollback:
+        logger.warning("automatic rollback trigger(s): %s", verdict.summary)
+        rollback = guarded_rollback(
+            service=cfg.name,
+            procedure="canary_rollback",
+            namespace=namespace,
+            reason=f"canary guard: {verdict.summary}",
+            automatic=True,
+            max_per_hour=max_per_hour,
+            dry_run=dry_run,
+        )
+        outcome = rollback.action
+    result = CanaryGuardResult(cfg.name, cfg.namespace, outcome, verdict, observations, rollback)
+    create_markdown_artifact(
+        result.to_markdown(),
+        key=f"canary-guard-{cfg.namespace}-{cfg.name}".lower(),
+        description=f"{outcome}: {verdict.summary}"[:500],
+    )
+    return result

@@ -1,0 +1,184 @@
+"""A rollback started by a machine (an alert, the canary guard): one at a time, capped per hour.
+
+take the service's lock (refuse at once if another rollback of it runs) → check the hourly
+cap of automatic rollbacks (past it: notify a person, change nothing) → record this one →
+run the playbook procedure (`kubernetes_rollback` or `canary_rollback`) → report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Literal
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import get_run_context
+from prefect.logging import get_run_logger
+from pydantic import Field
+
+from flows.canary_rollback import canary_rollback
+from flows.kubernetes_rollback import kubernetes_rollback
+from playbook.guard import (
+    DEFAULT_MAX_AUTOMATIC_PER_HOUR,
+    CapDecision,
+    LedgerEntry,
+    check_cap,
+    now_utc,
+    rolled_back_since,
+)
+from playbook.report import RollbackReport
+from playbook.services import load_service
+from tasks.concurrency import (
+    ensure_service_lock,
+    hold_service_lock,
+    ledger_name,
+    lock_name,
+    read_rollback_ledger,
+    record_automatic_rollback,
+)
+from tasks.notify import send_notification
+
+Procedure = Literal["kubernetes_rollback", "canary_rollback"]
+Action = Literal["rolled_back", "capped", "stale", "dry_run"]
+
+
+@dataclass(frozen=True)
+class GuardedRollback:
+    """What a guarded rollback did: rolled back, or stopped by the cap (and notified)."""
+
+    service: str
+    namespace: str
+    procedure: Procedure
+    action: Action
+    message: str
+    automatic: bool
+    reason: str
+    cap: int
+    recent_automatic: int
+    report: RollbackReport | None = None
+
+    def to_markdown(self) -> str:
+        """The outcome as the run's markdown artifact."""
+        lines = [
+            f"# Guarded rollback of {self.namespace}/{self.service}: {self.action}",
+            "",
+            f"- **Outcome:** {self.message}",
+            f"- **Procedure:** `{self.procedure}`",
+            f"- **Started by:** {'automation' if self.automatic else 'a person'}",
+            f"- **Reason:** {self.reason or 'not given'}",
+            f"- **Automatic rollbacks in the last hour:** {self.recent_automatic} (cap {self.cap})",
+        ]
+        if self.report is not None:
+            lines += ["", self.report.to_markdown()]
+        return "\n".join(lines)
+
+
+def _run_id() -> str | None:
+    flow_run = getattr(get_run_context(), "flow_run", None)
+    return str(flow_run.id) if flow_run is not None else None
+
+
+def _capped_text(namespace: str, service: str, reason: str, decision: CapDecision) -> str:
+    return (
+        f"🚨 Automatic rollback of {namespace}/{service} NOT performed\n\n"
+        f"Reason for the rollback: {reason or 'not given'}\n"
+        f"Why not: {decision.message}.\n"
+        "Action: nothing was changed in the cluster; a person must decide "
+        "(roll back by hand from the Prefect UI, or investigate the repeated failures)."
+    )
+
+
+@flow(name="guarded-rollback", log_prints=True)
+def guarded_rollback(
+    service: str,
+    procedure: Procedure = "kubernetes_rollback",
+    namespace: str | None = None,
+    reason: str = "",
+    automatic: bool = True,
+    max_per_hour: Annotated[int, Field(ge=0, le=10)] = DEFAULT_MAX_AUTOMATIC_PER_HOUR,
+    notify_secret_block: str | None = None,
+    alert_started_at: datetime | None = None,
+    dry_run: bool = False,
+) -> GuardedRollback:
+    """Run a playbook rollback procedure for a service, guarded by its lock and hourly cap.
+
+    Args:
+        service: A service of the services file.
+        procedure: `kubernetes_rollback` (undo to the previous revision) or `canary_rollback`.
+        namespace: Overrides the service's namespace.
+        reason: Why (the alert's summary or the fired canary trigger); shown in reports.
+        automatic: Started by automation; only automatic rollbacks count toward the cap.
+        max_per_hour: The most automatic rollbacks of the service within an hour.
+        notify_secret_block: The Secret block with the notification webhook URL (else
+            `$ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL`).
+        alert_started_at: When the triggering alert started; if an automatic rollback of the
+            service ran since, the alert is about the version before it and nothing is done.
+        dry_run: Passed to the procedure; a dry run is not counted.
+
+    Raises:
+        InvalidInputError: unknown service (nothing changed).
+        RollbackRefusedError: another rollback of the service holds its lock (nothing changed).
+    """
+    logger = get_run_logger()
+    cfg = load_service(service, namespace)
+    ns = cfg.namespace
+    lock = ensure_service_lock(lock_name(ns, cfg.name))
+    if lock.limit != 1:
+        logger.warning("concurrency limit %s allows %d runs, not 1", lock.name, lock.limit)
+    recent = 0
+    with hold_service_lock(lock.name, f"rollback of {ns}/{cfg.name}"):
+        logger.info("holding %s: no other rollback of %s/%s runs now", lock.name, ns, cfg.name)
+        if automatic and not dry_run:
+            ledger = ledger_name(ns, cfg.name)
+            entries = read_rollback_ledger(ledger)
+            now = now_utc()
+            decision = check_cap(entries, now, max_per_hour)
+            recent = len(decision.recent)
+            since = rolled_back_since(entries, alert_started_at) if alert_started_at else None
+            stop: tuple[Action, str] | None = None
+            if since is not None:
+                stop = (
+                    "stale",
+                    (
+                        f"not rolled back: an automatic rollback already ran at "
+                        f"{since.at.isoformat(timespec='seconds')} (flow run {since.flow_run_id}), "
+                        f"after this alert started at {alert_started_at}; the alert is about the "
+                        "version before it, and undoing again would restore that version"
+                    ),
+                )
+            elif not decision.allowed:
+                send_notification(_capped_text(ns, cfg.name, reason, decision), notify_secret_block)
+                stop = "capped", f"not rolled back: {decision.message}; a person was notified"
+            if stop is not None:
+                logger.warning("%s", stop[1])
+                return _publish(
+                    GuardedRollback(
+                        cfg.name, ns, procedure, *stop, automatic, reason, max_per_hour, recent
+                    )
+                )
+            logger.info("%s; this is one more", decision.message)
+            record_automatic_rollback(ledger, entries, LedgerEntry(now, _run_id(), reason[:100]))
+            recent += 1
+        run = kubernetes_rollback if procedure == "kubernetes_rollback" else canary_rollback
+        report = run(service=cfg.name, namespace=namespace, dry_run=dry_run)
+    return _publish(
+        GuardedRollback(
+            cfg.name,
+            ns,
+            procedure,
+            "dry_run" if dry_run else "rolled_back",
+            report.outcome,
+            automatic,
+            reason,
+            max_per_hour,
+            recent,
+            report,
+        )
+    )
+
+
+def _publish(result: GuardedRollback) -> GuardedRollback:
+    key = f"guarded-rollback-{result.namespace}-{result.service}".lower()
+    create_markdown_artifact(result.to_markdown(), key=key, description=result.message[:500])
+    return result

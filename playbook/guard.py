@@ -1,0 +1,252 @@
+"""Guards on automatic rollbacks: the playbook's canary triggers and the hourly cap. Pure.
+
+Automatic rollback triggers (playbook, "When to Rollback"), during a canary phase:
+
+1. the canary health check still fails after the canary window (10 minutes): its pods are
+   not all ready, or `/health` does not answer 200, when the window ends;
+2. error rate above 5 %;
+3. P99 latency above 500 ms;
+4. the health endpoint says the service is unhealthy (an explicit 503 / `unhealthy`), at
+   any time: unlike (1) this is the service's own verdict, not a warm-up that may still pass.
+
+The cap: at most `cap` automatic rollbacks of one service within a sliding hour; past it, a
+person is notified instead. The ledger of recent automatic rollbacks is a JSON list kept by
+`tasks.concurrency` and validated here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from playbook.errors import InvalidInputError, PermanentError
+
+DEFAULT_MAX_AUTOMATIC_PER_HOUR = 3
+CAP_WINDOW = timedelta(hours=1)
+
+
+class RollbackRefusedError(PermanentError):
+    """Another rollback of the same service holds its lock; this one was refused, not queued."""
+
+
+class CanaryTriggers(BaseModel):
+    """The playbook's automatic rollback triggers for a canary (defaults as written there)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
+    max_error_ratio: float = Field(default=0.05, gt=0, le=1)
+    max_p99_seconds: float = Field(default=0.5, gt=0, le=60)
+
+
+class Health(StrEnum):
+    """What the canary's health check says."""
+
+    HEALTHY = "healthy"
+    """Every canary pod ready and `/health` answered 200."""
+    FAILING = "failing"
+    """Not healthy yet: pods not ready, no answer, a timeout, an unexpected status."""
+    UNHEALTHY = "unhealthy"
+    """`/health` answered that the service is unhealthy (503)."""
+
+
+class Trigger(StrEnum):
+    """The automatic rollback triggers of the playbook."""
+
+    HEALTH_CHECK_FAILING = "health check still failing after the canary window"
+    ERROR_RATE = "error rate above the limit"
+    P99_LATENCY = "P99 latency above the limit"
+    UNHEALTHY = "health endpoint unhealthy"
+
+
+@dataclass(frozen=True)
+class CanaryObservation:
+    """One look at the canary: how long it has run, its health, error ratio and P99."""
+
+    elapsed_seconds: float
+    health: Health
+    health_detail: str
+    error_ratio: float | None
+    p99_seconds: float | None
+
+
+@dataclass(frozen=True)
+class FiredTrigger:
+    """A trigger that holds, with the observed value and the limit it crossed."""
+
+    trigger: Trigger
+    observed: str
+    limit: str
+
+    def __str__(self) -> str:
+        return f"{self.trigger.value}: {self.observed} (limit {self.limit})"
+
+
+@dataclass(frozen=True)
+class CanaryVerdict:
+    """Whether to roll the canary back now, and why."""
+
+    rollback: bool
+    fired: tuple[FiredTrigger, ...]
+    observation: CanaryObservation
+    window_over: bool
+
+    @property
+    def summary(self) -> str:
+        """One line: the fired triggers, or that the canary is within its limits."""
+        if self.fired:
+            return "; ".join(str(f) for f in self.fired)
+        return (
+            f"within limits after {self.observation.elapsed_seconds:.0f}s "
+            f"(health {self.observation.health.value}, error ratio "
+            f"{_percent(self.observation.error_ratio)}, P99 "
+            f"{_millis(self.observation.p99_seconds)})"
+        )
+
+
+def evaluate_canary(observation: CanaryObservation, triggers: CanaryTriggers) -> CanaryVerdict:
+    """Which of the playbook's automatic triggers hold for this observation."""
+    fired: list[FiredTrigger] = []
+    window_over = observation.elapsed_seconds >= triggers.window_seconds
+    if observation.health is Health.UNHEALTHY:
+        fired.append(FiredTrigger(Trigger.UNHEALTHY, observation.health_detail, "healthy"))
+    elif observation.health is Health.FAILING and window_over:
+        fired.append(
+            FiredTrigger(
+                Trigger.HEALTH_CHECK_FAILING,
+                f"{observation.health_detail} after {observation.elapsed_seconds:.0f}s",
+                f"healthy within {triggers.window_seconds:.0f}s",
+            )
+        )
+    ratio = _finite(observation.error_ratio)
+    if ratio is not None and ratio > triggers.max_error_ratio:
+        fired.append(
+            FiredTrigger(Trigger.ERROR_RATE, _percent(ratio), _percent(triggers.max_error_ratio))
+        )
+    p99 = _finite(observation.p99_seconds)
+    if p99 is not None and p99 > triggers.max_p99_seconds:
+        fired.append(
+            FiredTrigger(Trigger.P99_LATENCY, _millis(p99), _millis(triggers.max_p99_seconds))
+        )
+    return CanaryVerdict(bool(fired), tuple(fired), observation, window_over)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _percent(ratio: float | None) -> str:
+    return "n/a" if _finite(ratio) is None else f"{ratio * 100:.2f} %"  # type: ignore[operator]
+
+
+def _millis(seconds: float | None) -> str:
+    return "n/a" if _finite(seconds) is None else f"{seconds * 1000:.0f} ms"  # type: ignore[operator]
+
+
+# --- the hourly cap -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One automatic rollback that was started."""
+
+    at: datetime
+    flow_run_id: str | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as stored in the ledger."""
+        return {"at": self.at.isoformat(), "flow_run_id": self.flow_run_id, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class CapDecision:
+    """Whether one more automatic rollback is allowed within the hour."""
+
+    allowed: bool
+    cap: int
+    recent: tuple[LedgerEntry, ...]
+    next_allowed_at: datetime | None
+
+    @property
+    def message(self) -> str:
+        """What a person reads: how many ran, the cap, and when the next one is allowed."""
+        if self.allowed:
+            return f"{len(self.recent)} of at most {self.cap} automatic rollbacks in the last hour"
+        when = self.next_allowed_at.isoformat(timespec="seconds") if self.next_allowed_at else "?"
+        return (
+            f"{len(self.recent)} automatic rollbacks in the last hour reached the cap of "
+            f"{self.cap}; not rolling back automatically again before {when}"
+        )
+
+
+def parse_ledger(value: object, source: str = "rollback ledger") -> tuple[LedgerEntry, ...]:
+    """Validate the stored ledger (a JSON list of entries); None is an empty ledger.
+
+    Raises:
+        InvalidInputError: the stored value is not a ledger (edited by hand, say).
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidInputError(f"{source} must be a list of entries, not {type(value).__name__}")
+    entries = []
+    for index, item in enumerate(value):
+        try:
+            at = datetime.fromisoformat(item["at"])
+            run = item.get("flow_run_id")
+            reason = str(item.get("reason", ""))
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise InvalidInputError(f"{source}[{index}] is not an entry: {item!r}") from exc
+        if at.tzinfo is None:
+            raise InvalidInputError(f"{source}[{index}]: `at` must carry a time zone")
+        entries.append(LedgerEntry(at, str(run) if run is not None else None, reason))
+    return tuple(sorted(entries, key=lambda e: e.at))
+
+
+def check_cap(
+    entries: tuple[LedgerEntry, ...],
+    now: datetime,
+    cap: int = DEFAULT_MAX_AUTOMATIC_PER_HOUR,
+    window: timedelta = CAP_WINDOW,
+) -> CapDecision:
+    """Whether another automatic rollback is allowed at `now`, given the ledger."""
+    if cap < 0:
+        raise InvalidInputError(f"the hourly cap must be >= 0, got {cap}")
+    recent = tuple(e for e in entries if now - window < e.at <= now)
+    if len(recent) < cap:
+        return CapDecision(True, cap, recent, None)
+    # The next slot frees when the oldest counted rollback leaves the window.
+    oldest_counted = recent[len(recent) - cap] if cap else None
+    next_at = (oldest_counted.at + window) if oldest_counted else None
+    return CapDecision(False, cap, recent, next_at)
+
+
+def rolled_back_since(
+    entries: tuple[LedgerEntry, ...], alert_started_at: datetime
+) -> LedgerEntry | None:
+    """The latest automatic rollback at or after the alert started, if any.
+
+    Such an alert describes the version before that rollback: acting on it again would undo
+    the rollback (`rollout undo` flips back to the bad revision).
+    """
+    later = [e for e in entries if e.at >= alert_started_at]
+    return later[-1] if later else None
+
+
+def record(
+    entries: tuple[LedgerEntry, ...], entry: LedgerEntry, window: timedelta = CAP_WINDOW
+) -> list[dict[str, Any]]:
+    """The ledger to store after `entry`: older entries than the window are dropped."""
+    kept = [e for e in entries if entry.at - window < e.at]
+    return [e.to_json() for e in (*kept, entry)]
+
+
+def now_utc() -> datetime:
+    """The current time, in UTC."""
+    return datetime.now(UTC)

@@ -1,0 +1,158 @@
+"""Prefect-side guards of automatic rollbacks: the per-service lock and the hourly-cap ledger.
+
+The lock is a Prefect global concurrency limit with one slot per service (`rollback-lock__
+<namespace>__<service>`), taken with `strict=True` and without waiting: a second rollback of
+the same service is refused (`RollbackRefusedError`) instead of queueing behind the first.
+The slot is leased and renewed while held, so a crashed worker frees it when the lease ends.
+
+The hourly cap counts automatic rollbacks in a Prefect Variable per service (`rollback-cap__
+<namespace>__<service>`): a JSON list of the rollbacks started in the last hour. It is read
+and written only while the service's lock is held, so the count cannot race; an operator
+sees it (and may reset it) in the Prefect UI. Flow-run history was the alternative: it would
+need every refused, capped and dry run told apart by state names, and it ages out with the
+server's retention; the ledger records exactly the rollbacks that acted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.variables import Variable
+
+from playbook.errors import retry_condition_fn, translating
+from playbook.guard import LedgerEntry, RollbackRefusedError, parse_ledger, record
+
+LEASE_SECONDS = 60.0
+"""Lease of a held lock; renewed while the holder runs, expires if it dies."""
+ACQUIRE_TIMEOUT_SECONDS = 15.0
+"""How long one attempt to take the lock may take (an API call, never a wait in line)."""
+
+
+def lock_name(namespace: str, service: str) -> str:
+    """The global concurrency limit guarding rollbacks of one service."""
+    return f"rollback-lock__{namespace}__{service}"
+
+
+def ledger_name(namespace: str, service: str) -> str:
+    """The Prefect Variable holding one service's recent automatic rollbacks."""
+    return f"rollback-cap__{namespace}__{service}"
+
+
+def target_tag(namespace: str, service: str) -> str:
+    """The tag carried by every guarded rollback run of one service."""
+    return f"rollback-target:{namespace}/{service}"
+
+
+@dataclass(frozen=True)
+class ServiceLock:
+    """A service's rollback lock as the Prefect server holds it."""
+
+    name: str
+    limit: int
+    active_slots: int
+    created: bool
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=30,
+    cache_policy=NO_CACHE,
+)
+def ensure_service_lock(name: str) -> ServiceLock:
+    """Create the one-slot concurrency limit `name` unless it exists ("already so" is success)."""
+    with translating(f"ensure global concurrency limit {name}"), get_client(sync_client=True) as c:
+        created = False
+        try:
+            c.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            created = True
+        except ObjectAlreadyExists:
+            pass
+        except httpx.HTTPStatusError as exc:  # 409 on a race with another creator
+            if exc.response.status_code != 409:
+                raise
+        limit = c.read_global_concurrency_limit_by_name(name)
+    return ServiceLock(name, limit.limit, limit.active_slots, created)
+
+
+@contextlib.contextmanager
+def hold_service_lock(name: str, what: str) -> Iterator[None]:
+    """Hold the service's lock for the block, or refuse at once if someone else holds it.
+
+    Raises:
+        RollbackRefusedError: the lock is held (another rollback of the service runs).
+        PermanentError: the limit does not exist (strict), or the API refused.
+    """
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(
+                concurrency(
+                    name,
+                    occupy=1,
+                    strict=True,
+                    max_retries=0,
+                    timeout_seconds=ACQUIRE_TIMEOUT_SECONDS,
+                    lease_duration=LEASE_SECONDS,
+                )
+            )
+        except ConcurrencySlotAcquisitionError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423:
+                raise RollbackRefusedError(
+                    f"{what} refused: another rollback of this service is in progress "
+                    f"(it holds the concurrency limit {name!r}); nothing was changed. "
+                    "Wait for that run to finish, or cancel it, and start again."
+                ) from None
+            with translating(f"take the concurrency limit {name}"):
+                raise
+        yield
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=30,
+    cache_policy=NO_CACHE,
+)
+def read_rollback_ledger(name: str) -> tuple[LedgerEntry, ...]:
+    """The recent automatic rollbacks recorded in the Variable `name` (empty if none)."""
+    with translating(f"read Prefect Variable {name}"):
+        value: Any = Variable.get(name, default=None)
+    return parse_ledger(value, source=f"Prefect Variable {name}")
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=30,
+    cache_policy=NO_CACHE,
+)
+def record_automatic_rollback(
+    name: str, entries: tuple[LedgerEntry, ...], entry: LedgerEntry
+) -> tuple[LedgerEntry, ...]:
+    """Append `entry` to the ledger (dropping entries older than an hour) and store it."""
+    value = record(entries, entry)
+    with translating(f"write Prefect Variable {name}"):
+        Variable.set(name, value, overwrite=True)
+    return parse_ledger(value)
+
+
+def forget_rollbacks(name: str) -> None:
+    """Delete a service's ledger (an operator's reset of the hourly cap)."""
+    with translating(f"delete Prefect Variable {name}"), contextlib.suppress(ObjectNotFound):
+        Variable.unset(name)

@@ -1,0 +1,182 @@
+"""End to end: the simulator goes bad → Prometheus alert → Alertmanager → receiver → a flow run
+on the Prefect server, executed by its worker → the Deployment is back on the good version.
+
+Prometheus and Alertmanager here are real processes started for this module: Prometheus
+scrapes the session's simulator with the playbook's rules, and Alertmanager runs the shipped
+example configuration (deployments/alertmanager-receiver.yml) pointed at the receiver, with
+its bearer token from a file, as in production.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from alerting import alert_events, running_receiver, runs_tagged, save_token, wait_final
+from cluster import REPOSITORY, deployment_body, replicasets_by_revision, wait_rolled_out
+from kubernetes import client
+
+from receiver.config import load_config
+from stack.local import StackState
+from stack.processes import free_port, stop
+from stack.prometheus import (
+    error_ratio_expr,
+    render_prometheus_config,
+    render_rules,
+    start_alertmanager,
+    start_prometheus,
+)
+from tasks.concurrency import forget_rollbacks, ledger_name, target_tag
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
+
+GOOD, BAD = "v1.2.3", "v1.2.4"  # v1.2.4 fails 20 % of requests in stack/simulator.yaml
+EXAMPLE = Path(__file__).resolve().parent.parent / "deployments" / "alertmanager-receiver.yml"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    receiver_url: str
+    prometheus_url: str
+    alertmanager_url: str
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    local_stack: StackState, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
+    """Prometheus → Alertmanager (the shipped example) → the receiver (the shipped routes)."""
+    root = tmp_path_factory.mktemp("alert-pipeline")
+    block = "alert-receiver-token-e2e"
+    token_file = root / "token"
+    token_file.write_text(save_token(block))
+    config = load_config().model_copy(update={"token_secret": block})
+    pids: list[int] = []
+    with running_receiver(config) as receiver_url:
+        try:
+            am_port, prom_port = free_port(), free_port()
+            am_config = yaml.safe_load(EXAMPLE.read_text())
+            am_config["route"].update(group_wait="1s", group_interval="1s")
+            webhook = am_config["receivers"][0]["webhook_configs"][0]
+            webhook["url"] = f"{receiver_url}/alerts"
+            webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+            (root / "alertmanager.yml").write_text(yaml.safe_dump(am_config))
+            pids.append(
+                start_alertmanager(
+                    root / "alertmanager.yml", root / "am-data", am_port, root / "am.log"
+                )
+            )
+            rules = render_rules(root, for_duration="3s")
+            prom_config = render_prometheus_config(
+                root,
+                simulator_port=local_stack.ports.simulator,
+                alertmanager_port=am_port,
+                rules_path=rules,
+            )
+            pids.append(
+                start_prometheus(prom_config, root / "prom-data", prom_port, root / "prom.log")
+            )
+            yield Pipeline(
+                receiver_url, f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}"
+            )
+        finally:
+            for pid in reversed(pids):
+                stop(pid)
+
+
+def eventually(check, timeout: float, what: str, interval: float = 0.5):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not within {timeout:.0f}s (last: {value!r})")
+
+
+def error_ratio(prometheus_url: str) -> float | None:
+    response = httpx.get(
+        f"{prometheus_url}/api/v1/query",
+        params={"query": error_ratio_expr("5s", "rag-api")},
+        timeout=5,
+    )
+    result = response.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def image(apps: client.AppsV1Api, namespace: str) -> str:
+    d = apps.read_namespaced_deployment("rag-api", namespace)
+    return str(d.spec.template.spec.containers[0].image)
+
+
+def test_a_bad_release_is_rolled_back_from_its_alert(
+    pipeline: Pipeline,
+    local_stack: StackState,
+    kube_api: client.ApiClient,
+    simulator_namespace: str,
+) -> None:
+    ns = simulator_namespace
+    apps = client.AppsV1Api(kube_api)
+    tag = target_tag(ns, "rag-api")
+    forget_rollbacks(ledger_name(ns, "rag-api"))
+    runs_before = {run.id for run in runs_tagged(tag)}
+
+    apps.create_namespaced_deployment(ns, deployment_body(f"{REPOSITORY}:{GOOD}"))
+    wait_rolled_out(apps, ns, "rag-api")
+    eventually(lambda: error_ratio(pipeline.prometheus_url) == 0.0, 40, "a calm error ratio")
+
+    released = datetime.now(UTC)
+    apps.patch_namespaced_deployment(
+        "rag-api",
+        ns,
+        {"spec": {"template": {"spec": {"containers": [
+            {"name": "rag-api", "image": f"{REPOSITORY}:{BAD}"}
+        ]}}}},
+    )  # fmt: skip
+
+    # the alert's flow run appears on the Prefect server, and its worker executes it
+    def new_runs() -> list:  # type: ignore[type-arg]
+        return [run for run in runs_tagged(tag) if run.id not in runs_before]
+
+    [run] = eventually(new_runs, 90, "a flow run started by the alert")
+    final = wait_final(run.id, timeout=120)
+    assert final.state is not None and final.state.is_completed(), final.state
+    assert final.deployment_id is not None
+    assert final.parameters["service"] == "rag-api"
+    assert "error rate" in final.parameters["reason"]
+    assert final.idempotency_key is not None and final.idempotency_key.startswith("alertmanager:")
+    assert {"alert", "automatic", "route:error-rate-critical"} <= set(final.tags)
+    assert final.start_time is not None and final.start_time > released
+
+    # the cluster: back on the good version by one undo; the simulator follows it
+    assert image(apps, ns) == f"{REPOSITORY}:{GOOD}"
+    assert replicasets_by_revision(apps, ns) == {
+        2: f"{REPOSITORY}:{BAD}",
+        3: f"{REPOSITORY}:{GOOD}",
+    }
+    wait_rolled_out(apps, ns, "rag-api")
+    eventually(
+        lambda: (
+            httpx.get(f"{local_stack.simulator_url}/version", timeout=2).json()["version"] == GOOD
+        ),
+        10,
+        "the simulator serving the good version",
+    )
+
+    # the alert resolves; the receiver records it and starts nothing more
+    fingerprint = final.idempotency_key.split(":")[1]
+    assert eventually(
+        lambda: alert_events("rollback-flows.alert.resolved", fingerprint, timeout=1),
+        90,
+        "the resolved alert recorded as a Prefect event",
+        interval=1,
+    )
+    assert [r.id for r in new_runs()] == [run.id]
+    forget_rollbacks(ledger_name(ns, "rag-api"))

@@ -1,0 +1,469 @@
+"""Guards on automatic rollbacks: canary triggers and the hourly cap (pure), then the lock and
+the cap of `guarded_rollback` on the real cluster and Prefect server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cluster import (
+    REPOSITORY,
+    build_history,
+    deployment_body,
+    snapshot,
+    use_services,
+    wait_rolled_out,
+)
+from kubernetes import client
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+from prefect.exceptions import ObjectNotFound
+
+from flows.canary_guard import canary_guard
+from flows.evaluate_release import evaluate_release
+from flows.guarded_rollback import guarded_rollback
+from playbook.errors import InvalidInputError
+from playbook.guard import (
+    CanaryObservation,
+    CanaryTriggers,
+    Health,
+    LedgerEntry,
+    RollbackRefusedError,
+    Trigger,
+    check_cap,
+    evaluate_canary,
+    parse_ledger,
+    record,
+    rolled_back_since,
+)
+from stack.local import StackState
+from stack.sink import WebhookSink
+from tasks.concurrency import (
+    ensure_service_lock,
+    forget_rollbacks,
+    hold_service_lock,
+    ledger_name,
+    lock_name,
+    read_rollback_ledger,
+)
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+TRIGGERS = CanaryTriggers()
+
+
+def observe(
+    elapsed: float = 60,
+    health: Health = Health.HEALTHY,
+    ratio: float | None = 0.0,
+    p99: float | None = 0.1,
+) -> CanaryObservation:
+    return CanaryObservation(elapsed, health, f"/health {health.value}", ratio, p99)
+
+
+# --- canary triggers ------------------------------------------------------------------------
+
+
+def test_playbook_defaults_are_the_triggers() -> None:
+    assert (TRIGGERS.window_seconds, TRIGGERS.max_error_ratio, TRIGGERS.max_p99_seconds) == (
+        600,
+        0.05,
+        0.5,
+    )
+
+
+def test_a_healthy_canary_within_limits_fires_nothing() -> None:
+    verdict = evaluate_canary(observe(ratio=0.05, p99=0.5), TRIGGERS)  # at the limit, not above
+    assert not verdict.rollback and verdict.fired == ()
+    assert "within limits" in verdict.summary
+
+
+@pytest.mark.parametrize(
+    ("observation", "trigger", "observed"),
+    [
+        (observe(ratio=0.2), Trigger.ERROR_RATE, "20.00 %"),
+        (observe(p99=0.83), Trigger.P99_LATENCY, "830 ms"),
+        (observe(health=Health.UNHEALTHY), Trigger.UNHEALTHY, "/health unhealthy"),
+        (observe(elapsed=600, health=Health.FAILING), Trigger.HEALTH_CHECK_FAILING, "600s"),
+    ],
+)
+def test_each_automatic_trigger_fires_with_its_observed_value(
+    observation: CanaryObservation, trigger: Trigger, observed: str
+) -> None:
+    verdict = evaluate_canary(observation, TRIGGERS)
+    assert verdict.rollback
+    assert [f.trigger for f in verdict.fired] == [trigger]
+    assert observed in verdict.fired[0].observed
+    assert trigger.value in verdict.summary
+
+
+def test_a_failing_health_check_is_tolerated_until_the_window_ends() -> None:
+    assert not evaluate_canary(observe(elapsed=599, health=Health.FAILING), TRIGGERS).rollback
+    # an explicit "unhealthy" is the service's own verdict: no grace period
+    assert evaluate_canary(observe(elapsed=1, health=Health.UNHEALTHY), TRIGGERS).rollback
+
+
+def test_no_data_never_fires_and_several_triggers_are_all_reported() -> None:
+    assert not evaluate_canary(observe(ratio=None, p99=float("nan")), TRIGGERS).rollback
+    verdict = evaluate_canary(observe(health=Health.UNHEALTHY, ratio=0.3, p99=2.0), TRIGGERS)
+    assert {f.trigger for f in verdict.fired} == {
+        Trigger.UNHEALTHY,
+        Trigger.ERROR_RATE,
+        Trigger.P99_LATENCY,
+    }
+
+
+def test_triggers_are_validated_data() -> None:
+    with pytest.raises(ValueError, match="max_error_ratio"):
+        CanaryTriggers(max_error_ratio=1.5)
+    assert CanaryTriggers.model_validate({"max_p99_seconds": 0.3}).max_p99_seconds == 0.3
+
+
+# --- the hourly cap ---------------------------------------------------------------------------
+
+
+def entries(*minutes_ago: int) -> tuple[LedgerEntry, ...]:
+    return tuple(LedgerEntry(T0 - timedelta(minutes=m), f"run-{m}", "test") for m in minutes_ago)
+
+
+def test_three_rollbacks_within_the_hour_reach_the_default_cap() -> None:
+    assert check_cap(entries(50, 10), T0).allowed
+    decision = check_cap(entries(50, 30, 10), T0)
+    assert not decision.allowed
+    assert decision.next_allowed_at == T0 + timedelta(minutes=10)  # when the 50-min-old expires
+    assert "reached the cap of 3" in decision.message
+
+
+def test_rollbacks_older_than_an_hour_do_not_count() -> None:
+    decision = check_cap(entries(61, 60, 30, 10), T0)
+    assert decision.allowed and len(decision.recent) == 2
+
+
+def test_the_cap_is_configurable_and_zero_means_never() -> None:
+    assert check_cap(entries(30, 10), T0, cap=5).allowed
+    assert not check_cap((), T0, cap=0).allowed
+    with pytest.raises(InvalidInputError):
+        check_cap((), T0, cap=-1)
+
+
+def test_the_ledger_round_trips_and_drops_old_entries() -> None:
+    stored = record(entries(90, 30), LedgerEntry(T0, "run-now", "alert"))
+    assert [e.flow_run_id for e in parse_ledger(stored)] == ["run-30", "run-now"]
+    assert parse_ledger(None) == ()
+
+
+def test_an_alert_that_started_before_the_last_automatic_rollback_is_stale() -> None:
+    ledger = entries(30, 10)
+    assert rolled_back_since(ledger, T0 - timedelta(minutes=15)) == ledger[1]
+    assert rolled_back_since(ledger, T0 - timedelta(minutes=5)) is None
+
+
+@pytest.mark.parametrize(
+    "value", [{"at": "x"}, [{"at": "yesterday"}], [{"at": "2026-01-01T00:00:00"}]]
+)
+def test_a_corrupt_ledger_is_a_clear_error(value: object) -> None:
+    with pytest.raises(InvalidInputError, match="ledger"):
+        parse_ledger(value)
+
+
+# --- the lock and the cap on the real stack ---------------------------------------------------
+
+GOOD, BAD = "v1.2.3", "v1.2.4"
+
+
+@pytest.fixture
+def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
+    return client.AppsV1Api(kube_api)
+
+
+@pytest.fixture
+def notifications(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
+    """A Slack-compatible webhook the flows notify, on loopback."""
+    sink = WebhookSink()
+    sink.start()
+    monkeypatch.setenv("ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL", f"{sink.url}/slack")
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def bad_release(
+    apps: client.AppsV1Api, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """rag-api at revision 2 (bad) over revision 1 (good); the guards' state removed after."""
+    use_services(monkeypatch, tmp_path, namespace)
+    build_history(apps, namespace, [GOOD, BAD])
+    yield namespace
+    forget_rollbacks(ledger_name(namespace, "rag-api"))
+    with get_client(sync_client=True) as c, contextlib.suppress(ObjectNotFound):
+        c.delete_global_concurrency_limit_by_name(lock_name(namespace, "rag-api"))
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(240)
+def test_the_fourth_automatic_rollback_within_the_hour_notifies_and_changes_nothing(
+    apps: client.AppsV1Api, bad_release: str, notifications: WebhookSink
+) -> None:
+    ns = bad_release
+    images = []
+    for attempt in range(3):
+        result = guarded_rollback("rag-api", reason=f"test attempt {attempt + 1}")
+        assert result.action == "rolled_back" and result.report is not None
+        assert result.report.changed
+        images.append(snapshot(apps, ns).image)
+        assert result.recent_automatic == attempt + 1
+    # each undo returns to the revision before: good, bad, good
+    assert images == [f"{REPOSITORY}:{v}" for v in (GOOD, BAD, GOOD)]
+    assert notifications.received() == []
+
+    before = snapshot(apps, ns)
+    capped = guarded_rollback("rag-api", reason="test attempt 4")
+    assert capped.action == "capped" and capped.report is None
+    assert snapshot(apps, ns) == before  # same generation, resourceVersion and ReplicaSets
+    sent = notifications.wait_for(lambda d: d.path == "/slack", timeout=10)
+    assert f"Automatic rollback of {ns}/rag-api NOT performed" in sent.body["text"]
+    assert "reached the cap of 3" in sent.body["text"]
+    assert "test attempt 4" in sent.body["text"]
+
+    # the ledger holds the three rollbacks that acted, each a real flow run on the server
+    ledger = read_rollback_ledger.fn(ledger_name(ns, "rag-api"))
+    assert [e.reason for e in ledger] == [f"test attempt {n}" for n in (1, 2, 3)]
+    with get_client(sync_client=True) as c:
+        runs = [c.read_flow_run(uuid.UUID(str(e.flow_run_id))) for e in ledger]
+    assert all(r.state is not None and r.state.is_completed() for r in runs)
+
+    # a person may still roll back: manual runs are not capped
+    manual = guarded_rollback("rag-api", automatic=False, reason="by hand")
+    assert manual.action == "rolled_back"
+    assert snapshot(apps, ns).image == f"{REPOSITORY}:{BAD}"
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+def test_a_second_rollback_while_one_holds_the_lock_is_refused_and_changes_nothing(
+    apps: client.AppsV1Api, bad_release: str
+) -> None:
+    ns = bad_release
+    name = lock_name(ns, "rag-api")
+    ensure_service_lock.fn(name)
+    before = snapshot(apps, ns)
+    with (
+        hold_service_lock(name, "the first rollback"),
+        pytest.raises(
+            RollbackRefusedError, match="another rollback of this service is in progress"
+        ),
+    ):
+        guarded_rollback("rag-api", reason="second")
+    assert snapshot(apps, ns) == before
+    # the refusal did not count toward the cap, and the lock is free again afterwards
+    assert read_rollback_ledger.fn(ledger_name(ns, "rag-api")) == ()
+    assert guarded_rollback("rag-api", reason="after").action == "rolled_back"
+    assert snapshot(apps, ns).image == f"{REPOSITORY}:{GOOD}"
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+def test_an_alert_older_than_the_last_automatic_rollback_does_not_undo_it_again(
+    apps: client.AppsV1Api, bad_release: str
+) -> None:
+    ns = bad_release
+    alert_started = datetime.now(UTC) - timedelta(seconds=30)
+    first = guarded_rollback("rag-api", reason="error rate", alert_started_at=alert_started)
+    assert first.action == "rolled_back"
+    rolled_back = snapshot(apps, ns)
+    assert rolled_back.image == f"{REPOSITORY}:{GOOD}"
+
+    # a second alert of the same incident (it started before the rollback) arrives late
+    late = guarded_rollback("rag-api", reason="latency", alert_started_at=alert_started)
+    assert late.action == "stale" and "the alert is about the version before it" in late.message
+    assert snapshot(apps, ns) == rolled_back
+
+    # an alert that started after the rollback is a new problem: acted on
+    fresh = guarded_rollback("rag-api", reason="new", alert_started_at=datetime.now(UTC))
+    assert fresh.action == "rolled_back"
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(60)
+def test_an_unknown_service_is_refused_before_any_change(
+    apps: client.AppsV1Api, bad_release: str
+) -> None:
+    before = snapshot(apps, bad_release)
+    with pytest.raises(InvalidInputError, match="unknown service 'rag-apii'"):
+        guarded_rollback("rag-apii")
+    assert snapshot(apps, bad_release) == before
+
+
+# --- the decision matrix and the canary guard on the real stack -------------------------------
+
+GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
+
+
+def set_production_image(apps: client.AppsV1Api, namespace: str, tag: str) -> None:
+    """The simulator serves (and Prometheus scrapes) whatever production/rag-api runs."""
+    body = deployment_body(f"{REPOSITORY}:{tag}")
+    try:
+        apps.create_namespaced_deployment(namespace, body)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+        apps.patch_namespaced_deployment("rag-api", namespace, body)
+    wait_rolled_out(apps, namespace, "rag-api")
+
+
+def wait_version(local_stack: StackState, tag: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if httpx.get(f"{local_stack.simulator_url}/version", timeout=2).json()["version"] == tag:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the simulator never served {tag}")
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("tag", "level", "error_level"), [(BAD, "CRITICAL", "CRITICAL"), (GOOD, "OK", "OK")]
+)
+def test_evaluate_release_classifies_each_metric_and_the_release(
+    local_stack: StackState,
+    apps: client.AppsV1Api,
+    simulator_namespace: str,
+    tag: str,
+    level: str,
+    error_level: str,
+) -> None:
+    set_production_image(apps, simulator_namespace, tag)
+    wait_version(local_stack, tag)
+    time.sleep(6)  # the 5 s rate window holds only this version's requests
+    result = evaluate_release("rag-api", window="5s")
+    levels = {c.indicator.name: c.level.value for c in result.classifications}
+    assert levels["error_rate"] == error_level
+    assert levels["rag_quality_ndcg"] == "OK" and levels["p99_latency"] == "OK"
+    assert levels["user_complaints"] == "NO DATA"  # optional: shown, not deciding
+    assert result.level.value == level
+    with get_client(sync_client=True) as c:
+        artifact = c.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(
+                key=ArtifactCollectionFilterKey(any_=["evaluate-release-rag-api"])
+            )
+        )[0]
+    data: Any = artifact.data
+    rows: list[dict[str, str]] = json.loads(data) if isinstance(data, str) else data
+    assert rows[-1] == {
+        "metric": "Overall",
+        "value": "",
+        "level": level,
+        "warning": "",
+        "critical": "",
+    }
+    assert {r["metric"] for r in rows} >= {"Error Rate", "P99 Latency", "Availability"}
+
+
+@pytest.fixture
+def canary(
+    apps: client.AppsV1Api,
+    kube_api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[str]:
+    """Stable rag-api v1.2.3, canary v1.3.0 (1 replica) taking 20 % of the traffic."""
+    use_services(monkeypatch, tmp_path, namespace)
+    apps.create_namespaced_deployment(namespace, deployment_body(f"{REPOSITORY}:{GOOD}"))
+    apps.create_namespaced_deployment(
+        namespace, deployment_body(f"{REPOSITORY}:v1.3.0", replicas=1, name="rag-api-canary")
+    )
+    route = [
+        {"destination": {"host": "rag-api", "subset": "stable"}, "weight": 80},
+        {"destination": {"host": "rag-api", "subset": "canary"}, "weight": 20},
+    ]
+    client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "VirtualService",
+            "metadata": {"name": "rag-api"},
+            "spec": {"hosts": ["rag-api"], "http": [{"name": "split", "route": route}]},
+        },
+    )
+    wait_rolled_out(apps, namespace, "rag-api")
+    wait_rolled_out(apps, namespace, "rag-api-canary")
+    yield namespace
+    forget_rollbacks(ledger_name(namespace, "rag-api"))
+
+
+def routes(kube_api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    vs = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "rag-api"
+    )
+    return list(vs["spec"]["http"])
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize(
+    ("production_tag", "trigger"),
+    [(BAD, Trigger.ERROR_RATE), ("v1.3.0-unhealthy", Trigger.UNHEALTHY)],
+)
+def test_canary_guard_rolls_back_on_a_trigger_and_records_it(
+    local_stack: StackState,
+    apps: client.AppsV1Api,
+    kube_api: client.ApiClient,
+    simulator_namespace: str,
+    canary: str,
+    production_tag: str,
+    trigger: Trigger,
+) -> None:
+    # the simulator stands in for the canary's metrics and /health
+    set_production_image(apps, simulator_namespace, production_tag)
+    wait_version(local_stack, production_tag)
+    result = canary_guard(
+        "rag-api",
+        triggers=CanaryTriggers(window_seconds=60),
+        interval_seconds=1,
+        rate_window="5s",
+    )
+    assert result.outcome == "rolled_back"
+    assert trigger in {f.trigger for f in result.verdict.fired}
+    assert result.rollback is not None and result.rollback.procedure == "canary_rollback"
+    assert result.rollback.reason.startswith("canary guard: ")
+    if trigger is Trigger.ERROR_RATE:
+        ratio = result.verdict.observation.error_ratio
+        assert ratio is not None and 0.05 < ratio <= 0.25  # fires on the first crossing
+    # the cluster: every route sends all traffic to stable, the canary is scaled to 0
+    after = routes(kube_api, canary)
+    assert after and all(d["destination"]["subset"] == "stable" for r in after for d in r["route"])
+    assert apps.read_namespaced_deployment("rag-api-canary", canary).spec.replicas == 0
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+def test_a_healthy_canary_passes_its_window_untouched(
+    local_stack: StackState,
+    apps: client.AppsV1Api,
+    kube_api: client.ApiClient,
+    simulator_namespace: str,
+    canary: str,
+) -> None:
+    set_production_image(apps, simulator_namespace, GOOD)
+    wait_version(local_stack, GOOD)
+    time.sleep(6)
+    before = routes(kube_api, canary)
+    result = canary_guard(
+        "rag-api", triggers=CanaryTriggers(window_seconds=4), interval_seconds=1, rate_window="5s"
+    )
+    assert result.outcome == "passed" and result.rollback is None
+    assert result.verdict.window_over and result.observations >= 2
+    assert routes(kube_api, canary) == before
+    assert apps.read_namespaced_deployment("rag-api-canary", canary).spec.replicas == 1
