@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from stack.config import DEMO_PORTS
 from stack.local import LocalStack, StackState
@@ -52,15 +54,27 @@ def main() -> int:
     ratio = _wait_error_ratio(state, lambda r: r > 0.05, "rise above 5 %")
     _say(f"error ratio after the bad release: {ratio:.1%} (critical > 5 %)")
 
-    from flows.kubernetes_rollback import kubernetes_rollback
-
-    _say("running the kubernetes-rollback flow against the Prefect server")
-    report = kubernetes_rollback(service="rag-api", namespace=NAMESPACE)
-    _say(f"rollback: {report.summary if hasattr(report, 'summary') else report}")
+    _say("starting the kubernetes-rollback/default deployment, as an SRE would from the UI")
+    # Prefect read its settings when imported, before the stack existed.
+    with temporary_settings({PREFECT_API_URL: state.prefect_api_url}):
+        run = run_deployment(
+            "kubernetes-rollback/default",
+            parameters={"service": "rag-api", "namespace": NAMESPACE},
+            timeout=300,
+        )
+    ui = state.prefect_api_url.removesuffix("/api") if state.prefect_api_url else ""
+    _say(f"flow run {run.name}: {run.state_name} ({ui}/runs/flow-run/{run.id})")
+    if not run.state or not run.state.is_completed():
+        raise SystemExit(
+            f"the rollback run ended {run.state_name}: {run.state.message if run.state else ''}"
+        )
+    image = (
+        apps.read_namespaced_deployment("rag-api", NAMESPACE).spec.template.spec.containers[0].image
+    )
+    _say(f"rag-api now runs {image}")
     ratio = _wait_error_ratio(state, lambda r: r < 0.01, "fall below 1 %")
     _say(f"error ratio after the rollback: {ratio:.1%}")
 
-    ui = state.prefect_api_url.removesuffix("/api") if state.prefect_api_url else "-"
     print(
         "\nThe local stack is running:\n"
         f"  Prefect UI     {ui}  (flow runs and their artifacts)\n"
@@ -83,14 +97,20 @@ def _deploy(api: client.ApiClient, image: str) -> None:
             raise
     labels = {"app": "rag-api"}
     body: dict[str, Any] = {
-        "metadata": {"name": "rag-api", "labels": labels},
+        "metadata": {
+            "name": "rag-api",
+            "labels": labels,
+            "annotations": {"kubernetes.io/change-cause": "initial release"},
+        },
         "spec": {
             "replicas": 3,
             "selector": {"matchLabels": labels},
-            "template": _template_patch(image, "initial release")["spec"]["template"],
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "rag-api", "image": image}]},
+            },
         },
     }
-    body["spec"]["template"]["metadata"]["labels"] = labels
     try:
         apps.create_namespaced_deployment(NAMESPACE, body)
     except ApiException as exc:
