@@ -1,0 +1,92 @@
+"""The least-privilege Role of deployments/kubernetes/rbac.yaml is enough to roll back, and no more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cluster import REPOSITORY, build_history, snapshot, use_services
+from kubernetes import client, config, utils
+from kubernetes.client.exceptions import ApiException
+
+from flows.kubernetes_rollback import kubernetes_rollback
+from stack.config import REPO_DIR
+from stack.local import StackState
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
+
+RBAC = REPO_DIR / "deployments" / "kubernetes" / "rbac.yaml"
+
+
+def apply_rbac(kube_api: client.ApiClient, namespace: str) -> None:
+    """`sed 's/SERVICE_NAMESPACE/<ns>/' rbac.yaml | kubectl apply -f -`, as the file says."""
+    for doc in yaml.safe_load_all(RBAC.read_text().replace("SERVICE_NAMESPACE", namespace)):
+        try:
+            utils.create_from_dict(kube_api, doc)
+        except utils.FailToCreateError as exc:
+            if any(e.status != 409 for e in exc.api_exceptions):
+                raise
+
+
+def service_account_kubeconfig(
+    state: StackState, kube_api: client.ApiClient, tmp_path: Path
+) -> Path:
+    """A kubeconfig that authenticates as the rollback-flows ServiceAccount."""
+    token = client.CoreV1Api(kube_api).create_namespaced_service_account_token(
+        "rollback-flows", "rollback-flows", {"spec": {"expirationSeconds": 3600}}
+    )
+    admin: dict[str, Any] = yaml.safe_load(Path(state.kubeconfig).read_text())
+    cluster = admin["clusters"][0]
+    path = tmp_path / "service-account.kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": "rollback-flows", "user": {"token": token.status.token}}],
+                "contexts": [
+                    {
+                        "name": "rollback-flows",
+                        "context": {"cluster": cluster["name"], "user": "rollback-flows"},
+                    }
+                ],
+                "current-context": "rollback-flows",
+            }
+        )
+    )
+    return path
+
+
+def test_the_service_account_rolls_back_but_can_do_nothing_else(
+    local_stack: StackState,
+    kube_api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    apps = client.AppsV1Api(kube_api)
+    build_history(apps, namespace, ["v1.2.3", "v1.2.4"])
+    apply_rbac(kube_api, namespace)
+    kubeconfig = service_account_kubeconfig(local_stack, kube_api, tmp_path)
+    as_sa = config.new_client_from_config(config_file=str(kubeconfig))
+
+    # Least privilege: no Secrets, no deleting, nothing in other namespaces.
+    for forbidden in (
+        lambda: client.CoreV1Api(as_sa).list_namespaced_secret(namespace),
+        lambda: client.AppsV1Api(as_sa).delete_namespaced_deployment("rag-api", namespace),
+        lambda: client.AppsV1Api(as_sa).list_namespaced_deployment("default"),
+    ):
+        with pytest.raises(ApiException) as denied:
+            forbidden()
+        assert denied.value.status == 403
+    assert snapshot(apps, namespace).image == f"{REPOSITORY}:v1.2.4"
+
+    # ... and enough for Procedure 2 from start to end.
+    use_services(monkeypatch, tmp_path, namespace)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    report = kubernetes_rollback("rag-api")
+    assert report.changed
+    assert snapshot(apps, namespace).image == f"{REPOSITORY}:v1.2.3"
