@@ -87,6 +87,8 @@ class Cluster:
             "cluster",
             *runtime_flags,
             f"--kubeconfig={self.kubeconfig}",
+            # Reach "kubelets" (KWOK) by their 127.0.0.1 address, never by resolving node names.
+            "--extra-args=kube-apiserver=kubelet-preferred-address-types=InternalIP",
             "--disable-qps-limits",
             "--wait=120s",
         )

@@ -1,0 +1,1 @@
+"""Prefect flows, one module per section of the rollback playbook."""

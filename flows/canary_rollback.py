@@ -1,0 +1,153 @@
+"""Procedure 4, canary rollback: all traffic back to stable, canary Deployment scaled to 0.
+
+check the VirtualService and both Deployments → remove the canary route(s), found by their
+destination and removed with a `test`-guarded JSON patch → scale the canary to 0 → wait for
+its pods to go → verify every HTTP route sends 100 % to stable and the stable pods are ready →
+markdown report.
+
+The playbook scales the canary down first and then removes its route; while the route still
+exists that sends the canary's share of requests to a subset without endpoints (503s), so this
+flow moves the traffic first and scales down second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from flows.common import publish_failure, publish_report, verify_pods
+from playbook.errors import InvalidInputError, NotFoundError, RollbackError
+from playbook.report import RollbackReport, Stopwatch
+from playbook.results import patch_text
+from playbook.rollout import RolloutStatus, version_of
+from playbook.services import load_service
+from tasks.istio import read_virtual_service, remove_canary_routes, verify_traffic_to_stable
+from tasks.kubernetes import read_deployment_status, scale_deployment, wait_for_rollout
+
+
+def _version(status: RolloutStatus | None, container: str) -> str | None:
+    if status is None:
+        return None
+    image = dict(status.images).get(container)
+    return version_of(image) if image else None
+
+
+@flow(name="canary-rollback", log_prints=True)
+def canary_rollback(
+    service: str,
+    namespace: str | None = None,
+    dry_run: bool = False,
+) -> RollbackReport:
+    """Send all of a service's traffic to stable and scale its canary Deployment to 0.
+
+    Args:
+        service: A service of the services file with a `canary` section.
+        namespace: Overrides the service's namespace.
+        dry_run: Print the exact JSON patch and scale (validated by the API server), change
+            nothing.
+
+    Raises:
+        InvalidInputError: unknown service, or a service without a canary (nothing changed).
+        UnsafePatchError: removing the canary would leave traffic unsafe (nothing changed).
+        VerificationFailedError: traffic or stable pods are not as expected afterwards.
+    """
+    logger = get_run_logger()
+    cfg = load_service(service, namespace)
+    if cfg.canary is None:
+        raise InvalidInputError(f"service {cfg.name!r} has no canary configured")
+    canary = cfg.canary
+    ns = cfg.namespace
+    watch = Stopwatch()
+
+    with watch.step("check status"):
+        routes_before = read_virtual_service(ns, canary.virtual_service)
+        stable = read_deployment_status(ns, cfg.deployment)
+        try:
+            canary_status: RolloutStatus | None = read_deployment_status(ns, canary.deployment)
+        except NotFoundError:
+            canary_status = None
+    for route in routes_before.routes:
+        logger.info("VirtualService %s/%s %s", ns, canary.virtual_service, route)
+
+    with watch.step("remove canary route"):
+        removal = remove_canary_routes(
+            ns,
+            canary.virtual_service,
+            canary.canary_destination,
+            canary.stable_destination,
+            dry_run,
+        )
+    with watch.step("scale canary to 0"):
+        scale = scale_deployment(ns, canary.deployment, 0, dry_run, missing_ok=True)
+
+    plan = removal.plan
+    details = [f"route http[{c.index}] {c.name or ''}: {c.action}" for c in plan.changes]
+    if not scale.exists:
+        details.append(f"canary Deployment {canary.deployment} does not exist")
+    elif scale.replicas_before != 0:
+        details.append(
+            f"canary Deployment {canary.deployment}: {scale.replicas_before} → 0 replicas"
+        )
+    change = None
+    if plan.patch or scale.replicas_before:
+        change = patch_text(
+            {
+                f"VirtualService {ns}/{canary.virtual_service} (JSON patch)": list(plan.patch),
+                f"Deployment {ns}/{canary.deployment} scale": {"spec": {"replicas": 0}}
+                if scale.replicas_before
+                else None,
+            }
+        )
+    nothing = plan.nothing_to_do and scale.replicas_before == 0
+    report = RollbackReport(
+        flow="canary_rollback",
+        service=cfg.name,
+        namespace=ns,
+        deployment=canary.deployment,
+        from_version=_version(canary_status, cfg.container),
+        to_version=_version(stable, cfg.container),
+        change=change,
+        outcome="dry run: " + ("; ".join(details) or "nothing to do"),
+        changed=False,
+        dry_run=dry_run,
+        details=tuple(details),
+    )
+    if dry_run:
+        print(f"dry run: would change:\n{change}" if change else "dry run: nothing to do")
+        return publish_report(
+            replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
+        )
+
+    changed = removal.applied or scale.applied
+    try:
+        if scale.exists:
+            with watch.step("wait for canary pods to go"):
+                wait_for_rollout(ns, canary.deployment, cfg.rollout_timeout_seconds)
+        with watch.step("verify traffic and stable pods"):
+            routes_after = verify_traffic_to_stable(
+                ns, canary.virtual_service, canary.stable_destination
+            )
+            pods, events, logs = verify_pods(cfg, stable)
+    except RollbackError as exc:
+        publish_failure(report, exc, watch, changed=changed)
+        raise
+    outcome = (
+        "canary already rolled back: no route to the canary and no canary replicas; nothing changed"
+        if nothing
+        else "canary rolled back: " + "; ".join(details)
+    )
+    return publish_report(
+        replace(
+            report,
+            outcome=outcome,
+            changed=changed,
+            details=tuple(details) + tuple(f"now {r}" for r in routes_after.routes),
+            durations=tuple(watch.steps),
+            total_seconds=watch.total(),
+            pods=pods,
+            events=events,
+            logs=logs,
+        )
+    )

@@ -1,0 +1,129 @@
+"""Procedure 3, container registry rollback: `kubectl set image` to a tag the registry has.
+
+validate the version → check status → confirm the tag in the registry → set image → wait for
+the rollout → verify pods → markdown report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from flows.common import publish_failure, publish_report, verify_pods
+from playbook.errors import RollbackError
+from playbook.report import RollbackReport, Stopwatch
+from playbook.results import patch_text
+from playbook.rollout import parse_image, set_image_patch, validate_version, version_of
+from playbook.services import load_service
+from tasks.kubernetes import read_deployment_status, set_deployment_image, wait_for_rollout
+from tasks.registry import confirm_image_tag
+
+
+@flow(name="image-rollback", log_prints=True)
+def image_rollback(
+    service: str,
+    target_version: str,
+    namespace: str | None = None,
+    container: str | None = None,
+    dry_run: bool = False,
+) -> RollbackReport:
+    """Set a service's container image to `target_version` after confirming the tag exists.
+
+    Args:
+        service: A service of the services file (deployments/services.yaml).
+        target_version: The image tag to run, e.g. v1.2.3.
+        namespace: Overrides the service's namespace.
+        container: Overrides the service's container.
+        dry_run: Print the exact patch (validated by the API server) and change nothing.
+
+    Raises:
+        InvalidInputError: unknown service or container, malformed version (nothing changed).
+        NotFoundError: the registry has no such tag (nothing changed).
+        RolloutFailedError: the rollout failed; the message names the pods' waiting reasons.
+    """
+    logger = get_run_logger()
+    cfg = load_service(service, namespace)
+    version = validate_version(target_version)
+    ns, name = cfg.namespace, cfg.deployment
+    container_name = container or cfg.container
+    watch = Stopwatch()
+
+    with watch.step("check status"):
+        before = read_deployment_status(ns, name)
+    current_image = before.image_of(container_name)
+    image = f"{cfg.image_repository}:{version}"
+    if parse_image(current_image).repository != cfg.image_repository:
+        logger.warning(
+            "container %s runs %s, outside the configured repository %s",
+            container_name,
+            current_image,
+            cfg.image_repository,
+        )
+    already = current_image == image
+    change_cause = f"image_rollback to {version} (Prefect flow)"
+    report = RollbackReport(
+        flow="image_rollback",
+        service=cfg.name,
+        namespace=ns,
+        deployment=name,
+        from_version=version_of(current_image),
+        to_version=version,
+        from_revision=before.revision,
+        change=None
+        if already
+        else patch_text(set_image_patch(container_name, image, change_cause)),
+        outcome=f"dry run: would set {container_name}={image}",
+        changed=False,
+        dry_run=dry_run,
+    )
+
+    if already:
+        logger.info("container %s already runs %s; nothing to change", container_name, image)
+    else:
+        with watch.step("confirm tag in registry"):
+            if cfg.registry is None:
+                logger.warning(
+                    "no registry configured for %s; tag %s not checked", cfg.name, version
+                )
+            else:
+                confirm_image_tag(cfg.registry, version)
+    with watch.step("set image"):
+        change = set_deployment_image(ns, name, container_name, image, change_cause, dry_run)
+    if dry_run:
+        if report.change:
+            print(f"dry run: strategic-merge patch for Deployment {ns}/{name}:\n{report.change}")
+        else:
+            print(f"dry run: container {container_name} already runs {image}; nothing to change")
+        return publish_report(
+            replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
+        )
+
+    try:
+        with watch.step("wait for rollout"):
+            after = wait_for_rollout(ns, name, cfg.rollout_timeout_seconds)
+        with watch.step("verify pods"):
+            pods, events, logs = verify_pods(cfg, after)
+    except RollbackError as exc:
+        publish_failure(report, exc, watch, changed=change.applied)
+        raise
+    outcome = (
+        f"{container_name} already runs {image}; nothing changed"
+        if change.already_current
+        else f"set {container_name} from {current_image} to {image} (revision {after.revision})"
+    )
+    return publish_report(
+        replace(
+            report,
+            outcome=outcome,
+            changed=change.applied,
+            new_revision=after.revision,
+            to_revision=after.revision,
+            durations=tuple(watch.steps),
+            total_seconds=watch.total(),
+            pods=pods,
+            events=events,
+            logs=logs,
+        )
+    )

@@ -1,0 +1,1 @@
+"""Prefect tasks, one module per external system (Kubernetes, Istio, the registry, ...)."""

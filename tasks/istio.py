@@ -1,0 +1,146 @@
+"""Istio tasks: read a VirtualService, remove its canary route safely, verify traffic is stable.
+
+VirtualServices are read and patched as custom objects of `networking.istio.io/v1`. The canary
+route is found by its destination (see `playbook.traffic`), removed with a JSON patch whose
+`test` operations fail the whole patch if the route changed since it was read; that failure is
+a ConflictError, so the task retries from a fresh read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from kubernetes import client
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+
+from playbook.errors import VerificationFailedError, retry_condition_fn, translating
+from playbook.results import RouteRemoval, patch_text
+from playbook.services import Destination
+from playbook.traffic import (
+    VirtualServiceState,
+    plan_canary_removal,
+    stable_violations,
+    virtual_service_state,
+)
+from tasks.kubernetes import JSON_PATCH, REQUEST_TIMEOUT, kube_client
+
+GROUP = "networking.istio.io"
+VERSION = "v1"
+PLURAL = "virtualservices"
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def get_virtual_service(namespace: str, name: str) -> dict[str, Any]:
+    """The VirtualService as the API serves it (JSON)."""
+    api = client.CustomObjectsApi(kube_client())
+    with translating(f"read VirtualService {namespace}/{name}"):
+        response = api.get_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    body: dict[str, Any] = json.loads(response.data)
+    return body
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=60,
+    cache_policy=NO_CACHE,
+)
+def read_virtual_service(namespace: str, name: str) -> VirtualServiceState:
+    """Read a VirtualService's HTTP routes and where each sends its traffic."""
+    return virtual_service_state(get_virtual_service(namespace, name))
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=60,
+    cache_policy=NO_CACHE,
+)
+def remove_canary_routes(
+    namespace: str,
+    name: str,
+    canary: Destination,
+    stable: Destination,
+    dry_run: bool = False,
+) -> RouteRemoval:
+    """Take the canary destination out of every HTTP route, guarded by `test` operations.
+
+    A route sending only to the canary is removed; a stable/canary split is set to 100 %
+    stable. Nothing is written when no route sends traffic to the canary. With `dry_run` the
+    patch is only validated by the API server.
+
+    Raises:
+        UnsafePatchError: the result would not send all traffic to stable; nothing is written.
+        ConflictError: the VirtualService changed meanwhile (retried from a fresh read).
+    """
+    vs = get_virtual_service(namespace, name)
+    plan = plan_canary_removal(vs, canary, stable)
+    rv = plan.resource_version
+    if plan.nothing_to_do:
+        _log().info(
+            "VirtualService %s/%s has no route to %s; nothing to do", namespace, name, canary
+        )
+        return RouteRemoval(plan, False, dry_run, rv)
+    _log().info("JSON patch for VirtualService %s/%s:\n%s", namespace, name, patch_text(plan.patch))
+    api = client.CustomObjectsApi(kube_client())
+    with translating(f"patch VirtualService {namespace}/{name}", guarded_patch=True):
+        response = api.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            list(plan.patch),
+            dry_run="All" if dry_run else None,
+            _content_type=JSON_PATCH,
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    if dry_run:
+        return RouteRemoval(plan, False, True, rv)
+    patched = json.loads(response.data)
+    return RouteRemoval(plan, True, False, str(patched["metadata"]["resourceVersion"]))
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=60,
+    cache_policy=NO_CACHE,
+)
+def verify_traffic_to_stable(namespace: str, name: str, stable: Destination) -> VirtualServiceState:
+    """Check that every HTTP route of the VirtualService sends 100 % of its traffic to stable.
+
+    Raises:
+        VerificationFailedError: naming each route that does not.
+    """
+    vs = get_virtual_service(namespace, name)
+    problems = stable_violations((vs.get("spec") or {}).get("http") or [], stable)
+    if problems:
+        raise VerificationFailedError(
+            f"VirtualService {namespace}/{name} still routes traffic elsewhere: "
+            + "; ".join(problems)
+        )
+    return virtual_service_state(vs)

@@ -1,0 +1,517 @@
+"""Kubernetes tasks: read, undo, set image, scale and wait for Deployments; read pods, events, logs.
+
+The client comes from the kubeconfig named by `KUBECONFIG` (first entry), else the in-cluster
+service account, else `~/.kube/config`. Objects are read as the raw JSON the API serves and
+interpreted by `playbook.rollout`; every library error is translated into `playbook.errors`
+at this boundary, and only transient ones are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+
+from playbook.errors import (
+    AccessDeniedError,
+    NotFoundError,
+    RolloutFailedError,
+    TransientError,
+    retry_condition_fn,
+    translate_error,
+    translating,
+)
+from playbook.results import EventRecord, ImageChange, LogScan, ScaleChange, UndoResult
+from playbook.rollout import (
+    PodState,
+    Revision,
+    RolloutStatus,
+    describe_waiting,
+    plan_undo,
+    pod_state,
+    revision_history,
+    rollout_status,
+    set_image_patch,
+)
+
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""Connect and read timeouts of every API call, in seconds."""
+
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+
+_HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+_clients: dict[tuple[str, float, str | None], client.ApiClient] = {}
+_clients_lock = threading.Lock()
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def kube_client(
+    kubeconfig: str | Path | None = None, context: str | None = None
+) -> client.ApiClient:
+    """An ApiClient for the cluster: this kubeconfig, `$KUBECONFIG`, in-cluster, or ~/.kube/config.
+
+    Clients are cached per kubeconfig file (and its modification time) and context.
+    """
+    chosen = kubeconfig or (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0] or None
+    in_cluster = chosen is None and "KUBERNETES_SERVICE_HOST" in os.environ
+    path = Path(chosen).expanduser() if chosen else Path("~/.kube/config").expanduser()
+    key = (
+        "<in-cluster>" if in_cluster else str(path),
+        0.0 if in_cluster else _mtime(path),
+        context,
+    )
+    with _clients_lock:
+        if key not in _clients:
+            cfg = client.Configuration()
+            try:
+                if in_cluster:
+                    config.load_incluster_config(client_configuration=cfg)
+                else:
+                    config.load_kube_config(
+                        config_file=str(path), context=context, client_configuration=cfg
+                    )
+            except (config.ConfigException, OSError) as exc:
+                raise AccessDeniedError(
+                    f"cannot load Kubernetes credentials from {path}: {exc}"
+                ) from exc
+            cfg.retries = False  # Prefect retries, and only what is transient
+            _clients[key] = client.ApiClient(configuration=cfg)
+        return _clients[key]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _raw(response: Any) -> dict[str, Any]:
+    """The JSON body of a `_preload_content=False` response."""
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+def get_deployment(namespace: str, name: str) -> dict[str, Any]:
+    """The Deployment as the API serves it (JSON)."""
+    apps = client.AppsV1Api(kube_client())
+    with translating(f"read Deployment {namespace}/{name}"):
+        return _raw(
+            apps.read_namespaced_deployment(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+
+
+def get_replicasets(namespace: str, deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ReplicaSets matching the Deployment's selector (ownership is checked by the caller)."""
+    apps = client.AppsV1Api(kube_client())
+    labels = (deployment.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    with translating(f"list ReplicaSets in {namespace}"):
+        body = _raw(
+            apps.list_namespaced_replica_set(
+                namespace,
+                label_selector=selector,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+    return list(body.get("items") or [])
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=60,
+    cache_policy=NO_CACHE,
+)
+def read_deployment_status(namespace: str, name: str) -> RolloutStatus:
+    """Read a Deployment's replicas, images, conditions and rollout progress."""
+    return rollout_status(get_deployment(namespace, name))
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=60,
+    cache_policy=NO_CACHE,
+)
+def read_rollout_history(namespace: str, name: str) -> tuple[Revision, ...]:
+    """Read a Deployment's revisions (its ReplicaSets), oldest first, like `rollout history`."""
+    deployment = get_deployment(namespace, name)
+    return revision_history(deployment, get_replicasets(namespace, deployment))
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=60,
+    cache_policy=NO_CACHE,
+)
+def undo_deployment(
+    namespace: str, name: str, to_revision: int | None = None, dry_run: bool = False
+) -> UndoResult:
+    """`kubectl rollout undo [--to-revision]`: patch the template of that revision back in.
+
+    Reads the Deployment and its ReplicaSets afresh on every attempt; when the template already
+    equals the target revision's it writes nothing. With `dry_run` the patch is only validated
+    by the API server (`dryRun=All`). A concurrent change fails the patch's resourceVersion
+    `test` and is retried from a new read.
+    """
+    deployment = get_deployment(namespace, name)
+    plan = plan_undo(deployment, get_replicasets(namespace, deployment), to_revision)
+    generation = int(deployment["metadata"].get("generation", 0))
+    rv = str(deployment["metadata"].get("resourceVersion", ""))
+    if plan.already_current:
+        _log().info(plan.summary)
+        return UndoResult(plan, False, dry_run, generation, generation, rv)
+    apps = client.AppsV1Api(kube_client())
+    with translating(
+        f"patch Deployment {namespace}/{name} back to revision {plan.target.number}",
+        guarded_patch=True,
+    ):
+        patched = _raw(
+            apps.patch_namespaced_deployment(
+                name,
+                namespace,
+                list(plan.patch),
+                dry_run="All" if dry_run else None,
+                _content_type=JSON_PATCH,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+    if dry_run:
+        return UndoResult(plan, False, True, generation, generation, rv)
+    meta = patched["metadata"]
+    _log().info("%s: done (generation %s)", plan.summary, meta.get("generation"))
+    return UndoResult(
+        plan, True, False, generation, int(meta.get("generation", 0)), str(meta["resourceVersion"])
+    )
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=60,
+    cache_policy=NO_CACHE,
+)
+def set_deployment_image(
+    namespace: str,
+    name: str,
+    container: str,
+    image: str,
+    change_cause: str | None = None,
+    dry_run: bool = False,
+) -> ImageChange:
+    """`kubectl set image deployment/name container=image`; nothing is written when already so."""
+    status = rollout_status(get_deployment(namespace, name))
+    before = status.image_of(container)
+    patch = set_image_patch(container, image, change_cause)
+    if before == image:
+        _log().info("%s/%s container %s already runs %s", namespace, name, container, image)
+        return ImageChange(namespace, name, container, before, image, patch, False, dry_run)
+    apps = client.AppsV1Api(kube_client())
+    with translating(f"set image of Deployment {namespace}/{name} container {container}"):
+        apps.patch_namespaced_deployment(
+            name,
+            namespace,
+            patch,
+            dry_run="All" if dry_run else None,
+            _content_type=STRATEGIC_MERGE_PATCH,
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    return ImageChange(namespace, name, container, before, image, patch, not dry_run, dry_run)
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=60,
+    cache_policy=NO_CACHE,
+)
+def scale_deployment(
+    namespace: str, name: str, replicas: int, dry_run: bool = False, missing_ok: bool = False
+) -> ScaleChange:
+    """`kubectl scale deployment/name --replicas=N`; nothing is written when already so.
+
+    With `missing_ok`, a Deployment that does not exist counts as scaled (to nothing).
+    """
+    try:
+        current = get_deployment(namespace, name)
+    except NotFoundError:
+        if not missing_ok:
+            raise
+        _log().info("Deployment %s/%s does not exist; nothing to scale", namespace, name)
+        return ScaleChange(namespace, name, 0, replicas, False, dry_run, exists=False)
+    before = int(current["spec"].get("replicas", 1))
+    if before == replicas:
+        return ScaleChange(namespace, name, before, replicas, False, dry_run)
+    apps = client.AppsV1Api(kube_client())
+    with translating(f"scale Deployment {namespace}/{name} to {replicas}"):
+        apps.patch_namespaced_deployment_scale(
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+            dry_run="All" if dry_run else None,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    return ScaleChange(namespace, name, before, replicas, not dry_run, dry_run)
+
+
+def _pods(namespace: str, selector: str) -> tuple[PodState, ...]:
+    core = client.CoreV1Api(kube_client())
+    with translating(f"list pods {selector} in {namespace}"):
+        body = _raw(
+            core.list_namespaced_pod(
+                namespace,
+                label_selector=selector,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+    return tuple(sorted((pod_state(p) for p in body.get("items") or []), key=lambda p: p.name))
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=60,
+    cache_policy=NO_CACHE,
+)
+def list_pods(namespace: str, selector: str) -> tuple[PodState, ...]:
+    """`kubectl get pods -l selector`: phase, readiness, restarts and waiting reasons."""
+    return _pods(namespace, selector)
+
+
+class _Progress:
+    """A Prefect progress artifact for a rollout, when running inside a task run."""
+
+    MIN_INTERVAL = 1.0
+    """Seconds between updates: each one is a call to the Prefect API."""
+
+    def __init__(self) -> None:
+        self._id: Any = None
+        self._last = -1.0
+        self._last_at = 0.0
+
+    def update(self, status: RolloutStatus) -> None:
+        desired = max(status.desired_replicas, 1)
+        value = 100.0 * (status.updated_replicas + status.available_replicas) / (2 * desired)
+        value = 100.0 if status.complete else min(value, 99.0)
+        now = time.monotonic()
+        if TaskRunContext.get() is None or value == self._last:
+            return
+        if not status.complete and now - self._last_at < self.MIN_INTERVAL:
+            return
+        self._last, self._last_at = value, now
+        try:
+            if self._id is None:
+                self._id = create_progress_artifact(value, description=status.message)
+            else:
+                update_progress_artifact(self._id, value, description=status.message)
+        except Exception as exc:  # progress display must never fail a rollout
+            _log().debug("progress artifact not updated: %s", exc)
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    cache_policy=NO_CACHE,
+)
+def wait_for_rollout(namespace: str, name: str, timeout_seconds: float) -> RolloutStatus:
+    """Wait like `kubectl rollout status --watch`: check, then watch, until done or the deadline.
+
+    Raises:
+        RolloutFailedError: the Deployment reports ProgressDeadlineExceeded, or it is not
+            rolled out after `timeout_seconds`; the message names the pods' waiting reasons.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    apps = client.AppsV1Api(kube_client())
+    progress = _Progress()
+    last_message = ""
+    while True:
+        try:
+            deployment = get_deployment(namespace, name)
+        except TransientError as exc:
+            if time.monotonic() > deadline:
+                raise
+            _log().warning("reading the rollout failed, retrying: %s", exc)
+            time.sleep(1.0)
+            continue
+        status = rollout_status(deployment)
+        progress.update(status)
+        if status.message != last_message:
+            _log().info(status.message)
+            last_message = status.message
+        if status.complete:
+            return status
+        if status.failed:
+            raise RolloutFailedError(f"{status.message}; pods: {_waiting(namespace, status)}")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RolloutFailedError(
+                f"Deployment {namespace}/{name} did not finish rolling out within "
+                f"{timeout_seconds:.0f}s ({status.message}); pods: {_waiting(namespace, status)}"
+            )
+        _watch_until_changed(apps, namespace, name, deployment, remaining)
+
+
+def _watch_until_changed(
+    apps: client.AppsV1Api, namespace: str, name: str, deployment: dict[str, Any], remaining: float
+) -> None:
+    """Block until the Deployment changes, the watch ends, or `remaining` seconds pass."""
+    w = watch.Watch()
+    try:
+        for _ in w.stream(
+            apps.list_namespaced_deployment,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            resource_version=deployment["metadata"]["resourceVersion"],
+            timeout_seconds=max(1, min(int(remaining) + 1, 60)),
+            _request_timeout=(REQUEST_TIMEOUT[0], min(remaining, 60.0) + 5.0),
+        ):
+            return
+    except ApiException as exc:
+        if exc.status != 410:  # 410 Gone: the resourceVersion is too old; re-read
+            err = translate_error(exc, f"watch Deployment {namespace}/{name}")
+            if not isinstance(err, TransientError):
+                raise err from exc
+            time.sleep(1.0)
+    except Exception as exc:  # a broken watch is re-established from a new read
+        _log().debug("watch of %s/%s ended: %s", namespace, name, exc)
+        time.sleep(0.5)
+    finally:
+        w.stop()
+
+
+def _waiting(namespace: str, status: RolloutStatus) -> str:
+    try:
+        return describe_waiting(_pods(namespace, status.label_selector))
+    except TransientError as exc:
+        return f"could not list pods ({exc})"
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[1, 2, 5],
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=60,
+    cache_policy=NO_CACHE,
+)
+def read_recent_events(
+    namespace: str, name: str, selector: str, limit: int = 20
+) -> tuple[EventRecord, ...]:
+    """`kubectl get events --sort-by=.lastTimestamp` for the Deployment, its ReplicaSets, pods."""
+    core = client.CoreV1Api(kube_client())
+    pods = {p.name for p in _pods(namespace, selector)}
+    with translating(f"list events in {namespace}"):
+        body = _raw(
+            core.list_namespaced_event(
+                namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+    # a ReplicaSet of this Deployment is `<name>-<pod-template-hash>` (no vowels in the hash)
+    own_replicaset = re.compile(rf"^{re.escape(name)}-[{_HASH_ALPHABET}]{{5,10}}$")
+    records = []
+    for event in body.get("items") or []:
+        obj = event.get("involvedObject") or {}
+        obj_name = str(obj.get("name", ""))
+        ours = (
+            (obj.get("kind") == "Deployment" and obj_name == name)
+            or (obj.get("kind") == "Pod" and obj_name in pods)
+            or (obj.get("kind") == "ReplicaSet" and own_replicaset.match(obj_name) is not None)
+        )
+        if not ours:
+            continue
+        last = (
+            event.get("lastTimestamp")
+            or event.get("eventTime")
+            or event.get("metadata", {}).get("creationTimestamp")
+            or ""
+        )
+        records.append(
+            EventRecord(
+                type=str(event.get("type", "")),
+                reason=str(event.get("reason", "")),
+                object=f"{obj.get('kind', '')}/{obj_name}",
+                message=str(event.get("message", "")).strip(),
+                count=int(event.get("count") or 1),
+                last_seen=str(last),
+            )
+        )
+    records.sort(key=lambda r: r.last_seen)
+    return tuple(records[-limit:])
+
+
+@task(timeout_seconds=120, cache_policy=NO_CACHE)
+def read_error_logs(
+    namespace: str,
+    selector: str,
+    container: str,
+    pattern: str,
+    tail_lines: int = 50,
+    since_seconds: int = 300,
+) -> LogScan:
+    """`kubectl logs -l selector --tail=N | grep -iE pattern`, per pod; never fails the flow.
+
+    Logs are unavailable where the node serves none (e.g. simulated KWOK nodes); that is
+    reported in the result instead of raised.
+    """
+    core = client.CoreV1Api(kube_client())
+    regex = re.compile(pattern)
+    lines: list[str] = []
+    reasons: list[str] = []
+    pods = [p for p in _pods(namespace, selector) if not p.deleting]
+    for pod in pods:
+        try:
+            text = core.read_namespaced_pod_log(
+                pod.name,
+                namespace,
+                container=container,
+                tail_lines=tail_lines,
+                since_seconds=since_seconds,
+                _request_timeout=(REQUEST_TIMEOUT[0], 10.0),
+            )
+        except Exception as exc:  # any failure means: no logs from this pod
+            err = translate_error(exc, f"read logs of pod {namespace}/{pod.name}")
+            reasons.append(str(err))
+            continue
+        lines.extend(f"{pod.name}: {line}" for line in str(text).splitlines() if regex.search(line))
+    if pods and len(reasons) == len(pods):
+        return LogScan(False, (), reasons[0])
+    return LogScan(True, tuple(lines), None)

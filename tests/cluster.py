@@ -1,0 +1,191 @@
+"""Helpers for the integration tests: build a Deployment's history, snapshot the cluster state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from playbook.rollout import REVISION_ANNOTATION
+from playbook.services import SERVICES_ENV
+
+REPOSITORY = "ghcr.io/acme/rag-api"
+
+
+def deployment_body(
+    image: str, replicas: int = 3, name: str = "rag-api", **spec: Any
+) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "rag-api", "image": image}]},
+            },
+            **spec,
+        },
+    }
+
+
+def wait_rolled_out(apps: client.AppsV1Api, namespace: str, name: str, timeout: float = 60) -> None:
+    """Wait until the Deployment is fully rolled out (observed, updated, available)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = apps.read_namespaced_deployment(name, namespace)
+        s = d.status
+        if (
+            (s.observed_generation or 0) >= d.metadata.generation
+            and (s.updated_replicas or 0) == d.spec.replicas
+            and (s.replicas or 0) == d.spec.replicas
+            and (s.available_replicas or 0) == d.spec.replicas
+        ):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{namespace}/{name} did not roll out in {timeout}s: {d.status}")
+
+
+def wait_revision(apps: client.AppsV1Api, namespace: str, name: str, revision: int) -> None:
+    """Wait until the controller has created the ReplicaSet of `revision`."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if revision in replicasets_by_revision(apps, namespace):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"revision {revision} of {namespace}/{name} never appeared")
+
+
+def wait_settled(
+    apps: client.AppsV1Api, namespace: str, name: str, quiet: float = 2.0, timeout: float = 30
+) -> None:
+    """Wait until the controllers stop updating the Deployment (its resourceVersion is stable)."""
+    deadline = time.monotonic() + timeout
+    last, since = "", time.monotonic()
+    while time.monotonic() < deadline:
+        rv = apps.read_namespaced_deployment(name, namespace).metadata.resource_version
+        if rv != last:
+            last, since = rv, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{namespace}/{name} kept changing for {timeout}s")
+
+
+def build_history(
+    apps: client.AppsV1Api, namespace: str, versions: list[str], name: str = "rag-api", **spec: Any
+) -> None:
+    """Create the Deployment at versions[0], then set each next version (revision 1, 2, ...).
+
+    Versions that contain a failure token are not waited for beyond their ReplicaSet.
+    """
+    apps.create_namespaced_deployment(
+        namespace, deployment_body(f"{REPOSITORY}:{versions[0]}", name=name, **spec)
+    )
+    wait_rolled_out(apps, namespace, name)
+    for number, version in enumerate(versions[1:], start=2):
+        apps.patch_namespaced_deployment(
+            name,
+            namespace,
+            {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [{"name": "rag-api", "image": f"{REPOSITORY}:{version}"}]
+                        }
+                    }
+                }
+            },
+        )
+        if any(token in version for token in ("pullfail", "crashloop", "neverready")):
+            wait_revision(apps, namespace, name, number)
+            wait_settled(apps, namespace, name)
+        else:
+            wait_rolled_out(apps, namespace, name)
+
+
+def replicasets_by_revision(apps: client.AppsV1Api, namespace: str) -> dict[int, str]:
+    """Revision → image of every ReplicaSet in the namespace."""
+    return {
+        int(rs.metadata.annotations[REVISION_ANNOTATION]): rs.spec.template.spec.containers[0].image
+        for rs in apps.list_namespaced_replica_set(namespace).items
+        if REVISION_ANNOTATION in (rs.metadata.annotations or {})
+    }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What must not change when a flow changes nothing."""
+
+    generation: int
+    resource_version: str
+    image: str
+    replicasets: dict[int, str]
+
+
+def snapshot(apps: client.AppsV1Api, namespace: str, name: str = "rag-api") -> Snapshot:
+    d = apps.read_namespaced_deployment(name, namespace)
+    return Snapshot(
+        d.metadata.generation,
+        d.metadata.resource_version,
+        d.spec.template.spec.containers[0].image,
+        replicasets_by_revision(apps, namespace),
+    )
+
+
+def ready_pod_images(core: client.CoreV1Api, namespace: str, app: str = "rag-api") -> list[str]:
+    """Images of the live pods of `app`; fails if any of them is not ready."""
+    images = []
+    for pod in core.list_namespaced_pod(namespace, label_selector=f"app={app}").items:
+        if pod.metadata.deletion_timestamp:
+            continue
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        assert ready, f"pod {pod.metadata.name} is not ready: {pod.status}"
+        images.append(pod.spec.containers[0].image)
+    return sorted(images)
+
+
+def use_services(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    namespace: str,
+    timeout: float = 60,
+    registry_url: str | None = None,
+    token_secret: str = "it-github-token",
+) -> None:
+    """Point the flows at a services file describing `rag-api` in the test's namespace."""
+    registry = (
+        f"""
+    registry:
+      api_url: {registry_url}
+      owner: acme
+      package: rag-api
+      token_secret: {token_secret}
+      timeout_seconds: 5"""
+        if registry_url
+        else ""
+    )
+    path = tmp_path / "services.yaml"
+    path.write_text(
+        f"""
+default_service: rag-api
+services:
+  rag-api:
+    namespace: {namespace}
+    deployment: rag-api
+    container: rag-api
+    image_repository: {REPOSITORY}
+    rollout_timeout_seconds: {timeout}
+    canary:
+      deployment: rag-api-canary
+      virtual_service: rag-api
+      canary_destination: {{host: rag-api, subset: canary}}
+      stable_destination: {{host: rag-api, subset: stable}}{registry}
+"""
+    )
+    monkeypatch.setenv(SERVICES_ENV, str(path))

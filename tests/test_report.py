@@ -1,0 +1,67 @@
+"""The rollback report: the markdown artifact's content and the pod verification."""
+
+from __future__ import annotations
+
+from playbook.report import RollbackReport, Stopwatch, unready_pods
+from playbook.results import EventRecord, LogScan
+from playbook.rollout import PodState
+
+
+def pod(name: str, ready: bool, waiting: tuple[str, ...] = (), deleting: bool = False) -> PodState:
+    return PodState(name, "Running", ready, 0, waiting, "abc", ("img:v1",), deleting)
+
+
+def test_markdown_names_versions_revisions_durations_and_the_change() -> None:
+    watch = Stopwatch()
+    with watch.step("undo"):
+        pass
+    report = RollbackReport(
+        flow="kubernetes_rollback",
+        service="rag-api",
+        namespace="production",
+        deployment="rag-api",
+        outcome="rolled back from revision 3 to revision 1 (now revision 4)",
+        changed=True,
+        dry_run=False,
+        from_version="v1.2.4",
+        to_version="v1.2.2",
+        from_revision=3,
+        to_revision=1,
+        new_revision=4,
+        change='[{"op": "replace"}]',
+        durations=tuple(watch.steps),
+        pods=(pod("rag-api-1", True),),
+        events=(EventRecord("Warning", "BackOff", "Pod/rag-api-x", "Back-off", 3, "t"),),
+        logs=LogScan(False, (), "logs are not served by simulated nodes"),
+    )
+    text = report.to_markdown()
+    assert "| from | `v1.2.4` (revision 3) |" in text
+    assert "| to | `v1.2.2` (revision 1, now revision 4) |" in text
+    assert "| undo | 0.00 |" in text
+    assert '```json\n[{"op": "replace"}]\n```' in text
+    assert "Pod/rag-api-x BackOff: Back-off" in text
+    assert "Logs unavailable: logs are not served" in text
+
+
+def test_dry_run_report_says_nothing_changed() -> None:
+    report = RollbackReport(
+        flow="image_rollback",
+        service="rag-api",
+        namespace="production",
+        deployment="rag-api",
+        outcome="dry run",
+        changed=False,
+        dry_run=True,
+        from_version="v1.2.4",
+        to_version="v1.2.3",
+        change="{}",
+    )
+    text = report.to_markdown()
+    assert "| changed | no (dry run) |" in text
+    assert "## Change that would be made" in text
+
+
+def test_unready_pods() -> None:
+    assert unready_pods((pod("a", True), pod("b", True), pod("c", False, deleting=True)), 2) == []
+    problems = unready_pods((pod("a", True), pod("b", False, ("CrashLoopBackOff",))), 2)
+    assert problems == ["b not ready (CrashLoopBackOff)", "1 of 2 desired pods are ready"]

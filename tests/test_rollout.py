@@ -1,0 +1,320 @@
+"""Rollout interpretation without a cluster: status, history, undo planning, pods, versions."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from playbook.errors import InvalidInputError, RevisionNotFoundError
+from playbook.rollout import (
+    CHANGE_CAUSE_ANNOTATION,
+    REVISION_ANNOTATION,
+    describe_waiting,
+    parse_image,
+    plan_undo,
+    pod_state,
+    revision_history,
+    rollout_progress,
+    rollout_status,
+    set_image_patch,
+    templates_equal,
+    validate_version,
+)
+
+UID = "5f0c6d0e-0000-4000-8000-000000000001"
+
+
+def template(image: str, hash_: str | None = None) -> dict[str, Any]:
+    labels = {"app": "rag-api"}
+    if hash_:
+        labels["pod-template-hash"] = hash_
+    return {
+        "metadata": {"labels": labels, "creationTimestamp": None},
+        "spec": {
+            "containers": [{"name": "rag-api", "image": image, "resources": {}}],
+            "restartPolicy": "Always",
+        },
+    }
+
+
+def deployment(image: str, revision: int, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "rag-api",
+            "namespace": "production",
+            "uid": UID,
+            "generation": 4,
+            "resourceVersion": "1234",
+            "annotations": {
+                REVISION_ANNOTATION: str(revision),
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "team": "ml",
+            },
+        },
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "rag-api"}},
+            "template": template(image),
+        },
+        "status": {
+            "observedGeneration": 4,
+            "replicas": 3,
+            "updatedReplicas": 3,
+            "readyReplicas": 3,
+            "availableReplicas": 3,
+            **status,
+        },
+    }
+
+
+def replicaset(
+    image: str, revision: int | None, hash_: str, owner: str = UID, cause: str | None = None
+) -> dict[str, Any]:
+    annotations = {"deployment.kubernetes.io/desired-replicas": "3"}
+    if revision is not None:
+        annotations[REVISION_ANNOTATION] = str(revision)
+    if cause:
+        annotations[CHANGE_CAUSE_ANNOTATION] = cause
+    return {
+        "metadata": {
+            "name": f"rag-api-{hash_}",
+            "annotations": annotations,
+            "ownerReferences": [{"kind": "Deployment", "uid": owner, "controller": True}],
+        },
+        "spec": {"template": template(image, hash_)},
+        "status": {"replicas": 0},
+    }
+
+
+HISTORY = [
+    replicaset("ghcr.io/acme/rag-api:v1.2.2", 1, "aaa", cause="release v1.2.2"),
+    replicaset("ghcr.io/acme/rag-api:v1.2.3", 2, "bbb"),
+    replicaset("ghcr.io/acme/rag-api:v1.2.4", 3, "ccc"),
+    replicaset("ghcr.io/acme/other:v9", 7, "zzz", owner="someone-else"),
+    replicaset("ghcr.io/acme/rag-api:v0.1", None, "nnn"),
+]
+
+
+# rollout status ---------------------------------------------------------------------------
+
+
+def test_complete_rollout() -> None:
+    assert rollout_progress(deployment("img:v1", 3)) == (
+        True,
+        False,
+        'deployment "rag-api" successfully rolled out',
+    )
+
+
+def test_unobserved_generation_is_not_complete_even_if_counts_match() -> None:
+    d = deployment("img:v1", 3)
+    d["metadata"]["generation"] = 5
+    complete, failed, message = rollout_progress(d)
+    assert (complete, failed) == (False, False)
+    assert message == "Waiting for deployment spec update to be observed..."
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        ({"updatedReplicas": 1}, "1 out of 3 new replicas have been updated"),
+        ({"replicas": 5}, "2 old replicas are pending termination"),
+        ({"availableReplicas": 2}, "2 of 3 updated replicas are available"),
+    ],
+)
+def test_waiting_states_follow_kubectl(status: dict[str, int], message: str) -> None:
+    complete, failed, text = rollout_progress(deployment("img:v1", 3, **status))
+    assert not complete and not failed
+    assert message in text
+
+
+def test_progress_deadline_exceeded_fails_naming_the_condition() -> None:
+    d = deployment(
+        "img:v1",
+        3,
+        availableReplicas=2,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "rag-api-ccc" has timed out progressing.',
+            }
+        ],
+    )
+    status = rollout_status(d)
+    assert status.failed and not status.complete
+    assert "ProgressDeadlineExceeded" in status.message
+    assert "has timed out progressing" in status.message
+    assert status.condition("Progressing") is not None
+
+
+def test_status_fields() -> None:
+    status = rollout_status(deployment("ghcr.io/acme/rag-api:v1.2.4", 3, readyReplicas=2))
+    assert status.revision == 3
+    assert status.ready_replicas == 2
+    assert status.label_selector == "app=rag-api"
+    assert status.image_of("rag-api") == "ghcr.io/acme/rag-api:v1.2.4"
+    with pytest.raises(InvalidInputError, match=r"no container 'api'.*rag-api"):
+        status.image_of("api")
+
+
+# history and undo -------------------------------------------------------------------------
+
+
+def test_history_lists_owned_numbered_replicasets_oldest_first() -> None:
+    history = revision_history(deployment("x", 3), HISTORY)
+    assert [r.number for r in history] == [1, 2, 3]
+    assert history[0].change_cause == "release v1.2.2"
+    assert history[2].images == (("rag-api", "ghcr.io/acme/rag-api:v1.2.4"),)
+
+
+def test_undo_goes_to_the_highest_revision_below_the_current_one() -> None:
+    d = deployment("ghcr.io/acme/rag-api:v1.2.4", 3)
+    plan = plan_undo(d, list(reversed(HISTORY)))
+    assert plan.current_revision == 3
+    assert plan.target.number == 2
+    assert not plan.already_current
+    ops = {op["op"] + op["path"]: op.get("value") for op in plan.patch}
+    assert ops["test/metadata/resourceVersion"] == "1234"
+    new_template = ops["replace/spec/template"]
+    assert "pod-template-hash" not in new_template["metadata"]["labels"]
+    assert new_template["spec"]["containers"][0]["image"] == "ghcr.io/acme/rag-api:v1.2.3"
+
+
+def test_undo_annotations_follow_kubectl() -> None:
+    d = deployment("ghcr.io/acme/rag-api:v1.2.4", 3)
+    plan = plan_undo(d, HISTORY, to_revision=1)
+    annotations = next(op["value"] for op in plan.patch if op["path"] == "/metadata/annotations")
+    # kept from the Deployment: the revision and last-applied-configuration
+    assert annotations[REVISION_ANNOTATION] == "3"
+    assert annotations["kubectl.kubernetes.io/last-applied-configuration"] == "{}"
+    # taken from the ReplicaSet: its change-cause; dropped: other Deployment annotations
+    assert annotations[CHANGE_CAUSE_ANNOTATION] == "release v1.2.2"
+    assert "team" not in annotations
+    assert "deployment.kubernetes.io/desired-replicas" not in annotations
+
+
+def test_undo_to_a_given_revision() -> None:
+    plan = plan_undo(deployment("ghcr.io/acme/rag-api:v1.2.4", 3), HISTORY, to_revision=1)
+    assert plan.target.number == 1
+    assert "from revision 3 to revision 1" in plan.summary
+
+
+def test_undo_to_a_missing_revision_names_the_existing_ones() -> None:
+    with pytest.raises(RevisionNotFoundError, match=r"revision 7 .* revisions: 1, 2, 3"):
+        plan_undo(deployment("x", 3), HISTORY, to_revision=7)
+
+
+def test_undo_without_history_fails() -> None:
+    with pytest.raises(RevisionNotFoundError, match="no previous revision"):
+        plan_undo(deployment("ghcr.io/acme/rag-api:v1.2.2", 1), HISTORY[:1])
+
+
+def test_negative_revision_is_invalid() -> None:
+    with pytest.raises(InvalidInputError, match="positive"):
+        plan_undo(deployment("x", 3), HISTORY, to_revision=-1)
+
+
+def test_undo_to_the_current_template_changes_nothing() -> None:
+    d = deployment("ghcr.io/acme/rag-api:v1.2.3", 4)
+    rs = copy.deepcopy(HISTORY)
+    rs[1]["metadata"]["annotations"][REVISION_ANNOTATION] = "4"
+    rs[2]["metadata"]["annotations"][REVISION_ANNOTATION] = "3"
+    plan = plan_undo(d, rs, to_revision=4)
+    assert plan.already_current
+    assert plan.patch == ()
+    assert "already at revision 4" in plan.summary
+
+
+def test_a_renumbered_revision_is_still_found_so_a_rerun_changes_nothing() -> None:
+    d = deployment("ghcr.io/acme/rag-api:v1.2.2", 4)
+    rs = copy.deepcopy(HISTORY[:3])
+    rs[0]["metadata"]["annotations"][REVISION_ANNOTATION] = "4"
+    rs[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] = "1"
+    plan = plan_undo(d, rs, to_revision=1)
+    assert plan.already_current and plan.target.number == 4
+
+
+def test_paused_deployment_cannot_be_undone() -> None:
+    d = deployment("ghcr.io/acme/rag-api:v1.2.4", 3)
+    d["spec"]["paused"] = True
+    with pytest.raises(InvalidInputError, match="paused"):
+        plan_undo(d, HISTORY)
+
+
+def test_template_equality_ignores_hash_and_empty_values() -> None:
+    a = template("img:v1", "abc")
+    b = template("img:v1")
+    b["metadata"].pop("creationTimestamp")
+    b["spec"]["containers"][0].pop("resources")
+    assert templates_equal(a, b)
+    assert not templates_equal(a, template("img:v2", "abc"))
+
+
+# pods -------------------------------------------------------------------------------------
+
+
+def pod(name: str, ready: bool, waiting: str | None = None, restarts: int = 0) -> dict[str, Any]:
+    state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    return {
+        "metadata": {"name": name, "labels": {"pod-template-hash": "ccc"}},
+        "spec": {"containers": [{"name": "rag-api", "image": "img:v1"}]},
+        "status": {
+            "phase": "Running" if ready else "Pending",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [{"name": "rag-api", "restartCount": restarts, "state": state}],
+        },
+    }
+
+
+def test_pod_state_and_waiting_reasons() -> None:
+    pods = [
+        pod_state(pod("a", True)),
+        pod_state(pod("b", False, "ImagePullBackOff")),
+        pod_state(pod("c", False, "ImagePullBackOff")),
+        pod_state(pod("d", False, restarts=4)),
+    ]
+    assert pods[3].restarts == 4
+    assert pods[1].template_hash == "ccc"
+    assert describe_waiting(pods) == "ImagePullBackOff: b, c; running but not ready: d"
+
+
+# images and versions ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "repository", "tag", "digest"),
+    [
+        ("ghcr.io/acme/rag-api:v1.2.3", "ghcr.io/acme/rag-api", "v1.2.3", None),
+        ("localhost:5000/rag-api", "localhost:5000/rag-api", None, None),
+        ("localhost:5000/rag-api:v1", "localhost:5000/rag-api", "v1", None),
+        ("ghcr.io/acme/rag-api:v1@sha256:abc", "ghcr.io/acme/rag-api", "v1", "sha256:abc"),
+    ],
+)
+def test_parse_image(image: str, repository: str, tag: str | None, digest: str | None) -> None:
+    ref = parse_image(image)
+    assert (ref.repository, ref.tag, ref.digest) == (repository, tag, digest)
+
+
+@pytest.mark.parametrize("version", ["v1.2.3", "1.2.3", "v1.2.4-pullfail", "v2.0.0-rc.1"])
+def test_valid_versions(version: str) -> None:
+    assert validate_version(version) == version
+
+
+@pytest.mark.parametrize(
+    "version", ["", "latest", "v1.2", "v1.2.3.4", "v01.2.3", "v1.2.3 ", "v1.2.3;rm", "../v1"]
+)
+def test_malformed_versions_are_rejected(version: str) -> None:
+    with pytest.raises(InvalidInputError, match="malformed version"):
+        validate_version(version)
+
+
+def test_set_image_patch_names_the_container_and_records_the_cause() -> None:
+    patch = set_image_patch("rag-api", "ghcr.io/acme/rag-api:v1.2.3", "rollback")
+    assert patch["spec"]["template"]["spec"]["containers"] == [
+        {"name": "rag-api", "image": "ghcr.io/acme/rag-api:v1.2.3"}
+    ]
+    assert patch["metadata"]["annotations"][CHANGE_CAUSE_ANNOTATION] == "rollback"
