@@ -17,7 +17,13 @@ from dataclasses import replace
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from flows.common import publish_failure, publish_report, verify_pods
+from flows.common import (
+    follow_up,
+    one_rollback_at_a_time,
+    publish_failure,
+    publish_report,
+    verify_pods,
+)
 from playbook.errors import InvalidInputError, NotFoundError, RollbackError
 from playbook.report import RollbackReport, Stopwatch
 from playbook.results import patch_text
@@ -55,99 +61,103 @@ def canary_rollback(
     """
     logger = get_run_logger()
     cfg = load_service(service, namespace)
-    if cfg.canary is None:
-        raise InvalidInputError(f"service {cfg.name!r} has no canary configured")
-    canary = cfg.canary
-    ns = cfg.namespace
-    watch = Stopwatch()
+    with one_rollback_at_a_time(cfg, "canary-rollback", dry_run):
+        if cfg.canary is None:
+            raise InvalidInputError(f"service {cfg.name!r} has no canary configured")
+        canary = cfg.canary
+        ns = cfg.namespace
+        watch = Stopwatch()
 
-    with watch.step("check status"):
-        routes_before = read_virtual_service(ns, canary.virtual_service)
-        stable = read_deployment_status(ns, cfg.deployment)
-        try:
-            canary_status: RolloutStatus | None = read_deployment_status(ns, canary.deployment)
-        except NotFoundError:
-            canary_status = None
-    for route in routes_before.routes:
-        logger.info("VirtualService %s/%s %s", ns, canary.virtual_service, route)
+        with watch.step("check status"):
+            routes_before = read_virtual_service(ns, canary.virtual_service)
+            stable = read_deployment_status(ns, cfg.deployment)
+            try:
+                canary_status: RolloutStatus | None = read_deployment_status(ns, canary.deployment)
+            except NotFoundError:
+                canary_status = None
+        for route in routes_before.routes:
+            logger.info("VirtualService %s/%s %s", ns, canary.virtual_service, route)
 
-    with watch.step("remove canary route"):
-        removal = remove_canary_routes(
-            ns,
-            canary.virtual_service,
-            canary.canary_destination,
-            canary.stable_destination,
-            dry_run,
-        )
-    with watch.step("scale canary to 0"):
-        scale = scale_deployment(ns, canary.deployment, 0, dry_run, missing_ok=True)
-
-    plan = removal.plan
-    details = [f"route http[{c.index}] {c.name or ''}: {c.action}" for c in plan.changes]
-    if not scale.exists:
-        details.append(f"canary Deployment {canary.deployment} does not exist")
-    elif scale.replicas_before != 0:
-        details.append(
-            f"canary Deployment {canary.deployment}: {scale.replicas_before} → 0 replicas"
-        )
-    change = None
-    if plan.patch or scale.replicas_before:
-        change = patch_text(
-            {
-                f"VirtualService {ns}/{canary.virtual_service} (JSON patch)": list(plan.patch),
-                f"Deployment {ns}/{canary.deployment} scale": {"spec": {"replicas": 0}}
-                if scale.replicas_before
-                else None,
-            }
-        )
-    nothing = plan.nothing_to_do and scale.replicas_before == 0
-    report = RollbackReport(
-        flow="canary_rollback",
-        service=cfg.name,
-        namespace=ns,
-        deployment=canary.deployment,
-        from_version=_version(canary_status, cfg.container),
-        to_version=_version(stable, cfg.container),
-        change=change,
-        outcome="dry run: " + ("; ".join(details) or "nothing to do"),
-        changed=False,
-        dry_run=dry_run,
-        details=tuple(details),
-    )
-    if dry_run:
-        print(f"dry run: would change:\n{change}" if change else "dry run: nothing to do")
-        return publish_report(
-            replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
-        )
-
-    changed = removal.applied or scale.applied
-    try:
-        if scale.exists:
-            with watch.step("wait for canary pods to go"):
-                wait_for_rollout(ns, canary.deployment, cfg.rollout_timeout_seconds)
-        with watch.step("verify traffic and stable pods"):
-            routes_after = verify_traffic_to_stable(
-                ns, canary.virtual_service, canary.stable_destination
+        with watch.step("remove canary route"):
+            removal = remove_canary_routes(
+                ns,
+                canary.virtual_service,
+                canary.canary_destination,
+                canary.stable_destination,
+                dry_run,
             )
-            pods, events, logs = verify_pods(cfg, stable)
-    except RollbackError as exc:
-        publish_failure(report, exc, watch, changed=changed)
-        raise
-    outcome = (
-        "canary already rolled back: no route to the canary and no canary replicas; nothing changed"
-        if nothing
-        else "canary rolled back: " + "; ".join(details)
-    )
-    return publish_report(
-        replace(
-            report,
-            outcome=outcome,
-            changed=changed,
-            details=tuple(details) + tuple(f"now {r}" for r in routes_after.routes),
-            durations=tuple(watch.steps),
-            total_seconds=watch.total(),
-            pods=pods,
-            events=events,
-            logs=logs,
+        with watch.step("scale canary to 0"):
+            scale = scale_deployment(ns, canary.deployment, 0, dry_run, missing_ok=True)
+
+        plan = removal.plan
+        details = [f"route http[{c.index}] {c.name or ''}: {c.action}" for c in plan.changes]
+        if not scale.exists:
+            details.append(f"canary Deployment {canary.deployment} does not exist")
+        elif scale.replicas_before != 0:
+            details.append(
+                f"canary Deployment {canary.deployment}: {scale.replicas_before} → 0 replicas"
+            )
+        change = None
+        if plan.patch or scale.replicas_before:
+            change = patch_text(
+                {
+                    f"VirtualService {ns}/{canary.virtual_service} (JSON patch)": list(plan.patch),
+                    f"Deployment {ns}/{canary.deployment} scale": {"spec": {"replicas": 0}}
+                    if scale.replicas_before
+                    else None,
+                }
+            )
+        nothing = plan.nothing_to_do and scale.replicas_before == 0
+        report = RollbackReport(
+            flow="canary_rollback",
+            service=cfg.name,
+            namespace=ns,
+            deployment=canary.deployment,
+            from_version=_version(canary_status, cfg.container),
+            to_version=_version(stable, cfg.container),
+            change=change,
+            outcome="dry run: " + ("; ".join(details) or "nothing to do"),
+            changed=False,
+            dry_run=dry_run,
+            details=tuple(details),
         )
-    )
+        if dry_run:
+            print(f"dry run: would change:\n{change}" if change else "dry run: nothing to do")
+            return publish_report(
+                replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
+            )
+
+        changed = removal.applied or scale.applied
+        try:
+            if scale.exists:
+                with watch.step("wait for canary pods to go"):
+                    wait_for_rollout(ns, canary.deployment, cfg.rollout_timeout_seconds)
+            with watch.step("verify traffic and stable pods"):
+                routes_after = verify_traffic_to_stable(
+                    ns, canary.virtual_service, canary.stable_destination
+                )
+                pods, events, logs = verify_pods(cfg, stable)
+        except RollbackError as exc:
+            publish_failure(report, exc, watch, changed=changed)
+            raise
+        outcome = (
+            "canary already rolled back: no route to the canary and no canary replicas; nothing changed"
+            if nothing
+            else "canary rolled back: " + "; ".join(details)
+        )
+        return publish_report(
+            follow_up(
+                cfg,
+                replace(
+                    report,
+                    outcome=outcome,
+                    changed=changed,
+                    details=tuple(details) + tuple(f"now {r}" for r in routes_after.routes),
+                    durations=tuple(watch.steps),
+                    total_seconds=watch.total(),
+                    pods=pods,
+                    events=events,
+                    logs=logs,
+                ),
+            )
+        )

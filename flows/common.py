@@ -1,18 +1,80 @@
-"""Steps shared by the rollback flows: verify the pods after a rollout, publish the report."""
+"""Steps shared by the rollback flows: one rollback of a service at a time, verify the pods
+after a rollout, schedule the post-rollback monitor, publish the report."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 
 from playbook.errors import VerificationFailedError
+from playbook.post_rollback import load_post_rollback
 from playbook.report import RollbackReport, Stopwatch, unready_pods
 from playbook.results import EventRecord, LogScan
 from playbook.rollout import PodState, RolloutStatus
 from playbook.services import ServiceConfig
+from playbook.thresholds import load_decision_matrix
+from tasks.concurrency import ensure_service_lock, hold_service_lock, lock_name
+from tasks.followup import schedule_post_rollback_monitor
 from tasks.kubernetes import list_pods, read_error_logs, read_recent_events
+
+
+@contextlib.contextmanager
+def one_rollback_at_a_time(cfg: ServiceConfig, what: str, dry_run: bool) -> Iterator[None]:
+    """Hold the service's lock while changing it; refuse at once if another rollback holds it.
+
+    A dry run changes nothing and takes no lock. A rollback run inside `guarded_rollback`,
+    which already holds the lock, goes on.
+
+    Raises:
+        RollbackRefusedError: another rollback of the service is in progress (nothing changed).
+    """
+    if dry_run:
+        yield
+        return
+    name = lock_name(cfg.namespace, cfg.name)
+    ensure_service_lock(name)
+    with hold_service_lock(name, f"{what} of {cfg.namespace}/{cfg.name}"):
+        yield
+
+
+def follow_up(cfg: ServiceConfig, report: RollbackReport) -> RollbackReport:
+    """Schedule the post-rollback monitor after a rollback that changed something.
+
+    One monitor per rollback run (its flow run id is the idempotency key). A failure to
+    schedule does not undo or fail the rollback: it is logged and written into the report.
+    """
+    settings = load_post_rollback(load_decision_matrix()).follow_up
+    if not report.changed or report.dry_run or not settings.enabled:
+        return report
+    logger = get_run_logger()
+    run_id = flow_run.get_id()
+    state = schedule_post_rollback_monitor(
+        cfg.name,
+        since=datetime.now(UTC),
+        rollback_id=str(run_id),
+        namespace=cfg.namespace,
+        duration=timedelta(minutes=settings.duration_minutes),
+        interval=timedelta(minutes=settings.interval_minutes),
+        deployment=settings.deployment,
+        return_state=True,
+    )
+    if state.is_completed():
+        scheduled = state.result()
+        detail = (
+            f"post-rollback monitor scheduled: flow run {scheduled.flow_run_name} of "
+            f"{scheduled.deployment}, watching for {settings.duration_minutes:g} min"
+        )
+        logger.info("%s", detail)
+    else:
+        detail = f"post-rollback monitor NOT scheduled: {state.message}"
+        logger.error("%s; start post-rollback-monitor by hand", detail)
+    return replace(report, details=(*report.details, detail))
 
 
 def verify_pods(

@@ -11,7 +11,13 @@ from dataclasses import replace
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from flows.common import publish_failure, publish_report, verify_pods
+from flows.common import (
+    follow_up,
+    one_rollback_at_a_time,
+    publish_failure,
+    publish_report,
+    verify_pods,
+)
 from playbook.errors import RollbackError
 from playbook.report import RollbackReport, Stopwatch
 from playbook.results import patch_text
@@ -45,85 +51,93 @@ def image_rollback(
     """
     logger = get_run_logger()
     cfg = load_service(service, namespace)
-    version = validate_version(target_version)
-    ns, name = cfg.namespace, cfg.deployment
-    container_name = container or cfg.container
-    watch = Stopwatch()
+    with one_rollback_at_a_time(cfg, "image-rollback", dry_run):
+        version = validate_version(target_version)
+        ns, name = cfg.namespace, cfg.deployment
+        container_name = container or cfg.container
+        watch = Stopwatch()
 
-    with watch.step("check status"):
-        before = read_deployment_status(ns, name)
-    current_image = before.image_of(container_name)
-    image = f"{cfg.image_repository}:{version}"
-    if parse_image(current_image).repository != cfg.image_repository:
-        logger.warning(
-            "container %s runs %s, outside the configured repository %s",
-            container_name,
-            current_image,
-            cfg.image_repository,
+        with watch.step("check status"):
+            before = read_deployment_status(ns, name)
+        current_image = before.image_of(container_name)
+        image = f"{cfg.image_repository}:{version}"
+        if parse_image(current_image).repository != cfg.image_repository:
+            logger.warning(
+                "container %s runs %s, outside the configured repository %s",
+                container_name,
+                current_image,
+                cfg.image_repository,
+            )
+        already = current_image == image
+        change_cause = f"image_rollback to {version} (Prefect flow)"
+        report = RollbackReport(
+            flow="image_rollback",
+            service=cfg.name,
+            namespace=ns,
+            deployment=name,
+            from_version=version_of(current_image),
+            to_version=version,
+            from_revision=before.revision,
+            change=None
+            if already
+            else patch_text(set_image_patch(container_name, image, change_cause)),
+            outcome=f"dry run: would set {container_name}={image}",
+            changed=False,
+            dry_run=dry_run,
         )
-    already = current_image == image
-    change_cause = f"image_rollback to {version} (Prefect flow)"
-    report = RollbackReport(
-        flow="image_rollback",
-        service=cfg.name,
-        namespace=ns,
-        deployment=name,
-        from_version=version_of(current_image),
-        to_version=version,
-        from_revision=before.revision,
-        change=None
-        if already
-        else patch_text(set_image_patch(container_name, image, change_cause)),
-        outcome=f"dry run: would set {container_name}={image}",
-        changed=False,
-        dry_run=dry_run,
-    )
 
-    if already:
-        logger.info("container %s already runs %s; nothing to change", container_name, image)
-    else:
-        with watch.step("confirm tag in registry"):
-            if cfg.registry is None:
-                logger.warning(
-                    "no registry configured for %s; tag %s not checked", cfg.name, version
+        if already:
+            logger.info("container %s already runs %s; nothing to change", container_name, image)
+        else:
+            with watch.step("confirm tag in registry"):
+                if cfg.registry is None:
+                    logger.warning(
+                        "no registry configured for %s; tag %s not checked", cfg.name, version
+                    )
+                else:
+                    confirm_image_tag(cfg.registry, version)
+        with watch.step("set image"):
+            change = set_deployment_image(ns, name, container_name, image, change_cause, dry_run)
+        if dry_run:
+            if report.change:
+                print(
+                    f"dry run: strategic-merge patch for Deployment {ns}/{name}:\n{report.change}"
                 )
             else:
-                confirm_image_tag(cfg.registry, version)
-    with watch.step("set image"):
-        change = set_deployment_image(ns, name, container_name, image, change_cause, dry_run)
-    if dry_run:
-        if report.change:
-            print(f"dry run: strategic-merge patch for Deployment {ns}/{name}:\n{report.change}")
-        else:
-            print(f"dry run: container {container_name} already runs {image}; nothing to change")
-        return publish_report(
-            replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
-        )
+                print(
+                    f"dry run: container {container_name} already runs {image}; nothing to change"
+                )
+            return publish_report(
+                replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
+            )
 
-    try:
-        with watch.step("wait for rollout"):
-            after = wait_for_rollout(ns, name, cfg.rollout_timeout_seconds)
-        with watch.step("verify pods"):
-            pods, events, logs = verify_pods(cfg, after)
-    except RollbackError as exc:
-        publish_failure(report, exc, watch, changed=change.applied)
-        raise
-    outcome = (
-        f"{container_name} already runs {image}; nothing changed"
-        if change.already_current
-        else f"set {container_name} from {current_image} to {image} (revision {after.revision})"
-    )
-    return publish_report(
-        replace(
-            report,
-            outcome=outcome,
-            changed=change.applied,
-            new_revision=after.revision,
-            to_revision=after.revision,
-            durations=tuple(watch.steps),
-            total_seconds=watch.total(),
-            pods=pods,
-            events=events,
-            logs=logs,
+        try:
+            with watch.step("wait for rollout"):
+                after = wait_for_rollout(ns, name, cfg.rollout_timeout_seconds)
+            with watch.step("verify pods"):
+                pods, events, logs = verify_pods(cfg, after)
+        except RollbackError as exc:
+            publish_failure(report, exc, watch, changed=change.applied)
+            raise
+        outcome = (
+            f"{container_name} already runs {image}; nothing changed"
+            if change.already_current
+            else f"set {container_name} from {current_image} to {image} (revision {after.revision})"
         )
-    )
+        return publish_report(
+            follow_up(
+                cfg,
+                replace(
+                    report,
+                    outcome=outcome,
+                    changed=change.applied,
+                    new_revision=after.revision,
+                    to_revision=after.revision,
+                    durations=tuple(watch.steps),
+                    total_seconds=watch.total(),
+                    pods=pods,
+                    events=events,
+                    logs=logs,
+                ),
+            )
+        )

@@ -11,7 +11,13 @@ from dataclasses import replace
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from flows.common import publish_failure, publish_report, verify_pods
+from flows.common import (
+    follow_up,
+    one_rollback_at_a_time,
+    publish_failure,
+    publish_report,
+    verify_pods,
+)
 from playbook.errors import RollbackError
 from playbook.report import RollbackReport, Stopwatch
 from playbook.results import patch_text
@@ -52,72 +58,76 @@ def kubernetes_rollback(
     """
     logger = get_run_logger()
     cfg = load_service(service, namespace)
-    ns, name = cfg.namespace, cfg.deployment
-    watch = Stopwatch()
+    with one_rollback_at_a_time(cfg, "kubernetes-rollback", dry_run):
+        ns, name = cfg.namespace, cfg.deployment
+        watch = Stopwatch()
 
-    with watch.step("check status and history"):
-        before = read_deployment_status(ns, name)
-        history = read_rollout_history(ns, name)
-    logger.info(
-        "Deployment %s/%s at revision %s, %s/%s ready; history: %s",
-        ns,
-        name,
-        before.revision,
-        before.ready_replicas,
-        before.desired_replicas,
-        "; ".join(f"{r.number}: {dict(r.images).get(cfg.container)}" for r in history),
-    )
+        with watch.step("check status and history"):
+            before = read_deployment_status(ns, name)
+            history = read_rollout_history(ns, name)
+        logger.info(
+            "Deployment %s/%s at revision %s, %s/%s ready; history: %s",
+            ns,
+            name,
+            before.revision,
+            before.ready_replicas,
+            before.desired_replicas,
+            "; ".join(f"{r.number}: {dict(r.images).get(cfg.container)}" for r in history),
+        )
 
-    with watch.step("undo"):
-        undo = undo_deployment(ns, name, to_revision, dry_run)
-    plan = undo.plan
-    change = patch_text(list(plan.patch)) if plan.patch else None
-    report = RollbackReport(
-        flow="kubernetes_rollback",
-        service=cfg.name,
-        namespace=ns,
-        deployment=name,
-        from_version=_version(before.images, cfg.container),
-        to_version=_version(plan.target.images, cfg.container),
-        from_revision=plan.current_revision,
-        to_revision=plan.target.number,
-        change=change,
-        outcome=f"dry run: {plan.summary}",
-        changed=False,
-        dry_run=dry_run,
-    )
-    if dry_run:
-        print(f"dry run: would {plan.summary}" if not plan.already_current else plan.summary)
-        if change:
-            print(f"JSON patch for Deployment {ns}/{name}:\n{change}")
+        with watch.step("undo"):
+            undo = undo_deployment(ns, name, to_revision, dry_run)
+        plan = undo.plan
+        change = patch_text(list(plan.patch)) if plan.patch else None
+        report = RollbackReport(
+            flow="kubernetes_rollback",
+            service=cfg.name,
+            namespace=ns,
+            deployment=name,
+            from_version=_version(before.images, cfg.container),
+            to_version=_version(plan.target.images, cfg.container),
+            from_revision=plan.current_revision,
+            to_revision=plan.target.number,
+            change=change,
+            outcome=f"dry run: {plan.summary}",
+            changed=False,
+            dry_run=dry_run,
+        )
+        if dry_run:
+            print(f"dry run: would {plan.summary}" if not plan.already_current else plan.summary)
+            if change:
+                print(f"JSON patch for Deployment {ns}/{name}:\n{change}")
+            return publish_report(
+                replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
+            )
+
+        try:
+            with watch.step("wait for rollout"):
+                after = wait_for_rollout(ns, name, cfg.rollout_timeout_seconds)
+            with watch.step("verify pods"):
+                pods, events, logs = verify_pods(cfg, after)
+        except RollbackError as exc:
+            publish_failure(report, exc, watch, changed=undo.applied)
+            raise
+        outcome = (
+            plan.summary
+            if plan.already_current
+            else f"rolled back from revision {plan.current_revision} to revision "
+            f"{plan.target.number} (now revision {after.revision})"
+        )
         return publish_report(
-            replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
+            follow_up(
+                cfg,
+                replace(
+                    report,
+                    outcome=outcome,
+                    changed=undo.applied,
+                    new_revision=after.revision,
+                    durations=tuple(watch.steps),
+                    total_seconds=watch.total(),
+                    pods=pods,
+                    events=events,
+                    logs=logs,
+                ),
+            )
         )
-
-    try:
-        with watch.step("wait for rollout"):
-            after = wait_for_rollout(ns, name, cfg.rollout_timeout_seconds)
-        with watch.step("verify pods"):
-            pods, events, logs = verify_pods(cfg, after)
-    except RollbackError as exc:
-        publish_failure(report, exc, watch, changed=undo.applied)
-        raise
-    outcome = (
-        plan.summary
-        if plan.already_current
-        else f"rolled back from revision {plan.current_revision} to revision "
-        f"{plan.target.number} (now revision {after.revision})"
-    )
-    return publish_report(
-        replace(
-            report,
-            outcome=outcome,
-            changed=undo.applied,
-            new_revision=after.revision,
-            durations=tuple(watch.steps),
-            total_seconds=watch.total(),
-            pods=pods,
-            events=events,
-            logs=logs,
-        )
-    )

@@ -59,12 +59,22 @@ class MonitorSettings(_Frozen):
     indicators: dict[str, RecoveryPolicy] = Field(min_length=1)
 
 
+class FollowUpSettings(_Frozen):
+    """The monitor run every successful rollback schedules (post-rollback-monitor/<deployment>)."""
+
+    enabled: bool = True
+    duration_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    interval_minutes: float = Field(default=1.0, gt=0, le=60)
+    deployment: str = Field(default="default", min_length=1)
+
+
 class PostRollbackSettings(_Frozen):
     """The whole post-rollback file."""
 
     probes: ProbeSettings = ProbeSettings()
     verification: VerificationSettings = VerificationSettings()
     monitor: MonitorSettings
+    follow_up: FollowUpSettings = FollowUpSettings()
 
     def check_against(self, matrix: DecisionMatrix, source: str) -> PostRollbackSettings:
         """Fail clearly when an indicator name is not in the decision matrix."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,10 @@ def ensure_service_lock(name: str) -> ServiceLock:
     return ServiceLock(name, limit.limit, limit.active_slots, created)
 
 
+# The service locks this flow run (and the subflows it runs inline) holds right now.
+_HELD: ContextVar[frozenset[str]] = ContextVar("rollback_flows_held_locks", default=frozenset())
+
+
 @contextlib.contextmanager
 def hold_service_lock(name: str, what: str) -> Iterator[None]:
     """Hold the service's lock for the block, or refuse at once if someone else holds it.
@@ -96,6 +101,9 @@ def hold_service_lock(name: str, what: str) -> Iterator[None]:
     """
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 
+    if name in _HELD.get():
+        yield  # a rollback flow run inside a guarded one: the lock is already ours
+        return
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(
@@ -118,7 +126,11 @@ def hold_service_lock(name: str, what: str) -> Iterator[None]:
                 ) from None
             with translating(f"take the concurrency limit {name}"):
                 raise
-        yield
+        token = _HELD.set(_HELD.get() | {name})
+        try:
+            yield
+        finally:
+            _HELD.reset(token)
 
 
 @task(

@@ -12,6 +12,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,15 +21,26 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rollback-flows-pr
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from playbook.post_rollback import DEFAULT_POST_ROLLBACK_FILE, POST_ROLLBACK_ENV
 from stack.config import Ports
 from stack.local import LocalStack, StackState
 from stack.processes import free_port
 from stack.sink import WebhookSink
 
 SIMULATOR_NAMESPACE = "production"
+
+
+def write_post_rollback_settings(directory: Path, **follow_up: object) -> Path:
+    """The shipped post-rollback settings with `follow_up` changed, written to `directory`."""
+    settings = yaml.safe_load(DEFAULT_POST_ROLLBACK_FILE.read_text())
+    settings["follow_up"] = {**settings.get("follow_up", {}), **follow_up}
+    path = directory / "post-rollback.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +53,9 @@ def alert_sink() -> Iterator[WebhookSink]:
 
 
 @pytest.fixture(scope="session")
-def local_stack(alert_sink: WebhookSink) -> Iterator[StackState]:
+def local_stack(
+    alert_sink: WebhookSink, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StackState]:
     """The session's local stack; its environment (KUBECONFIG, PREFECT_API_URL, ...) is set."""
     from prefect.settings import (
         PREFECT_API_URL,
@@ -60,6 +74,11 @@ def local_stack(alert_sink: WebhookSink) -> Iterator[StackState]:
         prefect=True,
     )
     saved = dict(os.environ)
+    # Rollbacks in tests do not each start a 30-minute monitor run on the worker;
+    # test_follow_up.py turns it on where it is the subject.
+    os.environ[POST_ROLLBACK_ENV] = str(
+        write_post_rollback_settings(tmp_path_factory.mktemp("settings"), enabled=False)
+    )
     try:
         state = stack.up()
         os.environ.update(state.env())
