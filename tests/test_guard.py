@@ -25,6 +25,7 @@ from cluster import (
 from kubernetes import client
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
 from flows.canary_guard import canary_guard
@@ -49,7 +50,6 @@ from stack.sink import WebhookSink
 from tasks.concurrency import (
     ensure_service_lock,
     forget_rollbacks,
-    hold_service_lock,
     ledger_name,
     lock_name,
     read_rollback_ledger,
@@ -255,7 +255,7 @@ def test_a_second_rollback_while_one_holds_the_lock_is_refused_and_changes_nothi
     ensure_service_lock.fn(name)
     before = snapshot(apps, ns)
     with (
-        hold_service_lock(name, "the first rollback"),
+        concurrency(name, occupy=1, strict=True, max_retries=0),  # the first rollback's hold
         pytest.raises(
             RollbackRefusedError, match="another rollback of this service is in progress"
         ),
