@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -57,7 +58,7 @@ def main() -> int:
     _say("starting the kubernetes-rollback/default deployment, as an SRE would from the UI")
     # Prefect read its settings when imported, before the stack existed.
     with temporary_settings({PREFECT_API_URL: state.prefect_api_url}):
-        run = run_deployment(
+        run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call, not a coroutine
             "kubernetes-rollback/default",
             parameters={"service": "rag-api", "namespace": NAMESPACE},
             timeout=300,
