@@ -36,6 +36,28 @@ def runtime() -> str:
 
 
 @dataclass(frozen=True)
+class PodLogs:
+    """Which simulated pods' containers show which log file (KWOK ClusterLogs, CRI format)."""
+
+    namespace: str
+    container: str
+    path: Path
+
+    def cluster_logs(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "ClusterLogs",
+            "metadata": {"name": f"{self.namespace}-{self.container}"},
+            "spec": {
+                "selector": {"matchNamespaces": [self.namespace]},
+                "logs": [
+                    {"containers": [self.container], "logsFile": str(self.path), "follow": True}
+                ],
+            },
+        }
+
+
+@dataclass(frozen=True)
 class Cluster:
     """A kwokctl cluster: its name, working directory and kubeconfig."""
 
@@ -43,6 +65,7 @@ class Cluster:
     workdir: Path
     kubeconfig: Path
     bin_dir: Path
+    pod_logs: PodLogs | None = None
 
     def _env(self) -> dict[str, str]:
         return {
@@ -79,7 +102,10 @@ class Cluster:
             ]
         self.workdir.mkdir(parents=True, exist_ok=True)
         options = self.workdir / "kwokctl.yaml"
-        options.write_text(yaml.safe_dump(_kwokctl_configuration()))
+        documents = [_kwokctl_configuration()]
+        if self.pod_logs is not None:
+            documents.append(self.pod_logs.cluster_logs())
+        options.write_text(yaml.safe_dump_all(documents))
         result = self._kwokctl(
             f"--config={options}",
             *stage_configs,

@@ -23,7 +23,7 @@ import yaml
 
 from stack import prometheus
 from stack.build import build_all
-from stack.cluster import Cluster
+from stack.cluster import Cluster, PodLogs
 from stack.config import REPO_DIR, Ports, state_root
 from stack.prefect_server import start_prefect_server
 from stack.prefect_worker import deploy_all, start_worker
@@ -113,12 +113,15 @@ class LocalStack:
         self.backfill = backfill
         self.dir = state_root() / name
         self.state_file = self.dir / "state.json"
+        # The simulated rag-api pods' own log (written by the simulator, served by KWOK).
+        self.container_log = self.dir / "logs" / "rag-api.container.log"
 
     @property
     def cluster(self) -> Cluster:
         from stack.config import bin_dir
 
-        return Cluster(self.name, self.dir / "kwok", self.dir / "kubeconfig", bin_dir())
+        logs = PodLogs(self.simulator_namespace, "rag-api", self.container_log)
+        return Cluster(self.name, self.dir / "kwok", self.dir / "kubeconfig", bin_dir(), logs)
 
     def read_state(self) -> StackState | None:
         """The saved state of this stack, if any."""
@@ -235,6 +238,8 @@ class LocalStack:
             str(self.dir / "kubeconfig"),
             "--namespace",
             self.simulator_namespace,
+            "--container-log",
+            str(self.container_log),
         ]
         pid = start("rag-api simulator", argv, log)
         url = f"http://127.0.0.1:{self.ports.simulator}/version"

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,6 +52,28 @@ UNKNOWN_VERSION = "unknown"
 TRAFFIC_TICK_SECONDS = 0.1
 KUBERNETES_TIMEOUT_SECONDS = 2.0
 _GOLDEN_RATIO_FRACTION = (math.sqrt(5.0) - 1.0) / 2.0
+
+ContainerLog = Callable[[str, str], None]
+"""Writes one line of the service's own log, with its level (INFO, ERROR)."""
+
+
+class CriLogFile:
+    """The service's log in the CRI format kubelets keep (`<time> stdout F <line>`).
+
+    KWOK serves this file as the logs of the simulated rag-api pods (a ClusterLogs rule of
+    the local cluster), so `kubectl logs -l app=rag-api` shows what the service logs.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", buffering=1)
+        self._lock = threading.Lock()
+
+    def __call__(self, level: str, message: str) -> None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self._lock:
+            self._file.write(f"{stamp} stdout F {stamp} {level} {message}\n")
+
 
 ImageSource = Callable[[], str | None]
 """Returns the image the service should run now, or None when there is nothing deployed.
@@ -217,6 +240,7 @@ class Simulator:
         image_source: ImageSource,
         requests_per_second: float = 20.0,
         poll_interval_seconds: float = 0.5,
+        container_log: ContainerLog | None = None,
     ) -> None:
         if requests_per_second <= 0:
             raise ValueError(f"requests_per_second must be > 0, got {requests_per_second}")
@@ -224,6 +248,7 @@ class Simulator:
         self._image_source = image_source
         self._requests_per_second = requests_per_second
         self._poll_interval_seconds = poll_interval_seconds
+        self._log = container_log or (lambda level, message: None)
         self._registry = CollectorRegistry()
         self._requests = Counter(
             REQUESTS_METRIC.removesuffix("_total"),
@@ -290,6 +315,12 @@ class Simulator:
         low, high = behaviour.slow_latency_seconds if slow else behaviour.latency_seconds
         duration = low + (high - low) * _spread(index)
         code = HTTPStatus.INTERNAL_SERVER_ERROR if failed else HTTPStatus.OK
+        if failed:
+            self._log(
+                "ERROR",
+                f"POST /v1/query 500 in {duration * 1000:.0f} ms: retriever raised "
+                f"TimeoutError (version {self._serving.version})",
+            )
         self._requests.labels(code=str(code.value)).inc()
         self._duration.observe(duration)
         return RequestOutcome(code.value, duration)
@@ -355,6 +386,7 @@ class Simulator:
                 "no deployment found: serving version %s with the default behaviour", version
             )
         else:
+            self._log("INFO", f"rag-api {version} started (image {image})")
             LOG.info(
                 "version %s -> %s (image %s): %s",
                 previous.version,
@@ -450,6 +482,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--container", default="rag-api")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
     parser.add_argument("--rps", type=float, default=20.0, help="simulated requests per second")
+    parser.add_argument(
+        "--container-log",
+        type=Path,
+        help="write the service's own log here in CRI format (served by KWOK as pod logs)",
+    )
     return parser.parse_args(argv)
 
 
@@ -465,7 +502,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ensure_port_free(args.port, "the rag-api simulator")
     except (SimulatorConfigError, ImageSourceError, StackError) as exc:
         raise SystemExit(f"error: {exc}") from exc
-    simulator = Simulator(config, source, requests_per_second=args.rps)
+    container_log = CriLogFile(args.container_log) if args.container_log else None
+    simulator = Simulator(config, source, requests_per_second=args.rps, container_log=container_log)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

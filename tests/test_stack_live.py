@@ -102,3 +102,30 @@ def test_simulator_follows_the_deployed_tag_into_prometheus_and_alertmanager(
     assert delivery.body["version"] == "4"
     firing = [a for a in delivery.body["alerts"] if a["status"] == "firing"]
     assert {a["labels"]["service"] for a in firing} == {"rag-api"}
+
+
+def test_rag_api_pods_show_the_services_own_log(
+    local_stack: StackState, kube_api: client.ApiClient, simulator_namespace: str
+) -> None:
+    apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
+    deploy(apps, simulator_namespace, "ghcr.io/acme/rag-api:v1.2.4")
+    wait_for_version(local_stack, "v1.2.4")
+
+    def first_pod_log() -> str:
+        pods = core.list_namespaced_pod(simulator_namespace, label_selector="app=rag-api").items
+        running = [p for p in pods if p.status.phase == "Running"]
+        if not running:
+            return ""
+        return str(
+            core.read_namespaced_pod_log(
+                running[0].metadata.name, simulator_namespace, container="rag-api", tail_lines=20
+            )
+        )
+
+    deadline = time.monotonic() + 20
+    log = ""
+    while time.monotonic() < deadline and "ERROR" not in log:
+        log = first_pod_log()
+        time.sleep(0.5)
+    assert "ERROR POST /v1/query 500" in log
+    assert "(version v1.2.4)" in log
