@@ -86,8 +86,8 @@ def test_simulator_follows_the_deployed_tag_into_prometheus_and_alertmanager(
         ]}}}},
     )  # fmt: skip
     wait_for_version(local_stack, "v1.2.4")
-    ratio = wait_for_ratio(local_stack, 0.15, 0.25)
-    assert ratio == pytest.approx(0.2, abs=0.05)
+    # Once the 5 s window holds only v1.2.4's requests, the ratio is its configured 20 %.
+    wait_for_ratio(local_stack, 0.19, 0.21)
 
     def critical_error_rate(delivery: Delivery) -> bool:
         return delivery.received_at > switched and any(
