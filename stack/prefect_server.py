@@ -21,6 +21,7 @@ def server_env(home: Path, database_url: str, ui: bool) -> dict[str, str]:
         "PREFECT_UI_ENABLED": "true" if ui else "false",
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
     }
 
 

@@ -72,18 +72,25 @@ class ServiceLock:
     cache_policy=NO_CACHE,
 )
 def ensure_service_lock(name: str) -> ServiceLock:
-    """Create the one-slot concurrency limit `name` unless it exists ("already so" is success)."""
+    """Create the one-slot concurrency limit `name` unless it exists ("already so" is success).
+
+    Reads first: creating a limit that exists makes the Prefect server fail the request
+    (a unique-constraint error) and its SQLite session answer 503 to the next ones.
+    """
     with translating(f"ensure global concurrency limit {name}"), get_client(sync_client=True) as c:
         created = False
         try:
-            c.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            created = True
-        except ObjectAlreadyExists:
-            pass
-        except httpx.HTTPStatusError as exc:  # 409 on a race with another creator
-            if exc.response.status_code != 409:
-                raise
-        limit = c.read_global_concurrency_limit_by_name(name)
+            limit = c.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                c.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+                created = True
+            except ObjectAlreadyExists:
+                pass
+            except httpx.HTTPStatusError as exc:  # 409 on a race with another creator
+                if exc.response.status_code != 409:
+                    raise
+            limit = c.read_global_concurrency_limit_by_name(name)
     return ServiceLock(name, limit.limit, limit.active_slots, created)
 
 
