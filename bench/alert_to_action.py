@@ -60,7 +60,7 @@ def stack_environment() -> Iterator[None]:
     from stack.local import LocalStack, running_stack
     from stack.processes import free_port
 
-    ports = Ports(free_port(), free_port(), free_port(), free_port())
+    ports = Ports(free_port(), free_port(), free_port(), free_port(), free_port())
     print("bench: starting a private stack ...", file=sys.stderr)
     with running_stack(LocalStack(f"bench-{os.getpid()}", ports, prefect=True)) as state:
         os.environ.update(state.env())

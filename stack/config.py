@@ -38,6 +38,7 @@ class Ports:
     alertmanager: int = 19093
     simulator: int = 18000
     prefect: int = 14200
+    postgres: int = 15432
 
 
 DEMO_PORTS = Ports(
@@ -45,4 +46,5 @@ DEMO_PORTS = Ports(
     alertmanager=int(os.environ.get("ROLLBACK_FLOWS_ALERTMANAGER_PORT", 19093)),
     simulator=int(os.environ.get("ROLLBACK_FLOWS_SIMULATOR_PORT", 18000)),
     prefect=int(os.environ.get("ROLLBACK_FLOWS_PREFECT_PORT", 14200)),
+    postgres=int(os.environ.get("ROLLBACK_FLOWS_POSTGRES_PORT", 15432)),
 )

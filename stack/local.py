@@ -25,6 +25,7 @@ from stack import prometheus
 from stack.build import build_all
 from stack.cluster import Cluster, PodLogs
 from stack.config import REPO_DIR, Ports, state_root
+from stack.postgres import database_url, start_postgres
 from stack.prefect_server import start_prefect_server
 from stack.prefect_worker import deploy_all, start_worker
 from stack.processes import (
@@ -170,6 +171,8 @@ class LocalStack:
             state.pids["prometheus"] = self._step("Prometheus", self._start_prometheus)
             self._save(state)
             if self.prefect:
+                state.pids["postgres"] = self._step("PostgreSQL", self._start_postgres)
+                self._save(state)
                 state.pids["prefect"] = self._step("Prefect server", self._start_prefect)
                 self._save(state)
                 self._step(
@@ -214,6 +217,7 @@ class LocalStack:
         }
         if self.prefect:
             wanted["the Prefect server"] = self.ports.prefect
+            wanted["PostgreSQL"] = self.ports.postgres
         for what, port in wanted.items():
             ensure_port_free(port, what)
 
@@ -274,12 +278,17 @@ class LocalStack:
             config, data_dir, self.ports.prometheus, self.dir / "logs" / "prometheus.log"
         )
 
+    def _start_postgres(self) -> int:
+        return start_postgres(
+            self.dir / "postgres", self.ports.postgres, self.dir / "logs" / "postgres.log"
+        )
+
     def _start_prefect(self) -> int:
         return start_prefect_server(
             self.ports.prefect,
             self.dir / "prefect",
             self.dir / "logs" / "prefect.log",
-            in_memory=not self.prefect_ui,
+            database=database_url(self.ports.postgres),
             ui=self.prefect_ui,
         )
 

@@ -1,4 +1,4 @@
-"""A real Prefect server on loopback for the demo (UI on, SQLite file) and the tests (in memory)."""
+"""A real Prefect server on loopback, on PostgreSQL, for the demo (with its UI) and the tests."""
 
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ def server_env(home: Path, database_url: str, ui: bool) -> dict[str, str]:
 
 
 def start_prefect_server(
-    port: int, home: Path, log_path: Path, *, in_memory: bool, ui: bool, timeout: float = 90
+    port: int, home: Path, log_path: Path, *, database: str, ui: bool, timeout: float = 90
 ) -> int:
-    """Start `prefect server start` on 127.0.0.1:`port`; return its pid once /api/health is OK."""
+    """Start `prefect server start` on 127.0.0.1:`port` over `database` (a SQLAlchemy URL);
+    return its pid once /api/health is OK."""
     ensure_port_free(port, "the Prefect server")
     home.mkdir(parents=True, exist_ok=True)
-    database = IN_MEMORY_DATABASE if in_memory else f"sqlite+aiosqlite:///{home / 'prefect.db'}"
     prefect = Path(sys.executable).with_name("prefect")
     pid = start(
         "prefect server",

@@ -9,6 +9,7 @@ namespace.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,14 @@ from stack.processes import free_port
 from stack.sink import WebhookSink
 
 SIMULATOR_NAMESPACE = "production"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# A CI timeout or `kill` sends SIGTERM: end like Ctrl-C, so the stack is still torn down.
+signal.signal(signal.SIGTERM, _interrupt)
 
 
 def write_post_rollback_settings(directory: Path, **follow_up: object) -> Path:
@@ -64,7 +73,11 @@ def local_stack(
     )
 
     ports = Ports(
-        prometheus=free_port(), alertmanager=free_port(), simulator=free_port(), prefect=free_port()
+        prometheus=free_port(),
+        alertmanager=free_port(),
+        simulator=free_port(),
+        prefect=free_port(),
+        postgres=free_port(),
     )
     stack = LocalStack(
         f"test-{os.getpid()}",
