@@ -13,12 +13,10 @@ import logging
 from typing import Any
 
 from kubernetes import client
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from playbook.errors import VerificationFailedError, retry_condition_fn, translating
+from playbook.errors import VerificationFailedError, translating
 from playbook.results import RouteRemoval, patch_text
 from playbook.services import Destination
 from playbook.traffic import (
@@ -27,7 +25,7 @@ from playbook.traffic import (
     stable_violations,
     virtual_service_state,
 )
-from tasks.kubernetes import JSON_PATCH, REQUEST_TIMEOUT, kube_client
+from tasks.kubernetes import JSON_PATCH, REQUEST_TIMEOUT, kube_client, kubernetes_api_task
 
 GROUP = "networking.istio.io"
 VERSION = "v1"
@@ -58,25 +56,13 @@ def get_virtual_service(namespace: str, name: str) -> dict[str, Any]:
     return body
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=[1, 2, 5],
-    retry_condition_fn=retry_condition_fn,
-    timeout_seconds=60,
-    cache_policy=NO_CACHE,
-)
+@kubernetes_api_task
 def read_virtual_service(namespace: str, name: str) -> VirtualServiceState:
     """Read a VirtualService's HTTP routes and where each sends its traffic."""
     return virtual_service_state(get_virtual_service(namespace, name))
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=[1, 2, 5],
-    retry_condition_fn=retry_condition_fn,
-    timeout_seconds=60,
-    cache_policy=NO_CACHE,
-)
+@kubernetes_api_task
 def remove_canary_routes(
     namespace: str,
     name: str,
@@ -123,13 +109,7 @@ def remove_canary_routes(
     return RouteRemoval(plan, True, False, str(patched["metadata"]["resourceVersion"]))
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=[1, 2, 5],
-    retry_condition_fn=retry_condition_fn,
-    timeout_seconds=60,
-    cache_policy=NO_CACHE,
-)
+@kubernetes_api_task
 def verify_traffic_to_stable(namespace: str, name: str, stable: Destination) -> VirtualServiceState:
     """Check that every HTTP route of the VirtualService sends 100 % of its traffic to stable.
 

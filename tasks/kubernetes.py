@@ -143,38 +143,31 @@ def get_replicasets(namespace: str, deployment: dict[str, Any]) -> list[dict[str
     return list(body.get("items") or [])
 
 
-@task(
+# Every task that calls the Kubernetes API once: retried only when the failure is transient
+# (5xx, 429, connection reset, timeout; playbook.errors.retry_condition_fn), a minute at most.
+kubernetes_api_task = task(
     retries=3,
     retry_delay_seconds=[1, 2, 5],
     retry_condition_fn=retry_condition_fn,
     timeout_seconds=60,
     cache_policy=NO_CACHE,
 )
+
+
+@kubernetes_api_task
 def read_deployment_status(namespace: str, name: str) -> RolloutStatus:
     """Read a Deployment's replicas, images, conditions and rollout progress."""
     return rollout_status(get_deployment(namespace, name))
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=[1, 2, 5],
-    retry_condition_fn=retry_condition_fn,
-    timeout_seconds=60,
-    cache_policy=NO_CACHE,
-)
+@kubernetes_api_task
 def read_rollout_history(namespace: str, name: str) -> tuple[Revision, ...]:
     """Read a Deployment's revisions (its ReplicaSets), oldest first, like `rollout history`."""
     deployment = get_deployment(namespace, name)
     return revision_history(deployment, get_replicasets(namespace, deployment))
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=[1, 2, 5],
-    retry_condition_fn=retry_condition_fn,
-    timeout_seconds=60,
-    cache_policy=NO_CACHE,
-)
+@kubernetes_api_task
 def undo_deployment(
     namespace: str, name: str, to_revision: int | None = None, dry_run: bool = False
 ) -> UndoResult:
@@ -217,13 +210,7 @@ def undo_deployment(
     )
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=[1, 2, 5],
-    retry_condition_fn=retry_condition_fn,
-    timeout_seconds=60,
-    cache_policy=NO_CACHE,
-)
+@kubernetes_api_task
 def set_deployment_image(
     namespace: str,
     name: str,
@@ -253,13 +240,7 @@ def set_deployment_image(
     return ImageChange(namespace, name, container, before, image, patch, not dry_run, dry_run)
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=[1, 2, 5],
-    retry_condition_fn=retry_condition_fn,
-    timeout_seconds=60,
-    cache_policy=NO_CACHE,
-)
+@kubernetes_api_task
 def scale_deployment(
     namespace: str, name: str, replicas: int, dry_run: bool = False, missing_ok: bool = False
 ) -> ScaleChange:
@@ -305,13 +286,7 @@ def _pods(namespace: str, selector: str) -> tuple[PodState, ...]:
     return tuple(sorted((pod_state(p) for p in body.get("items") or []), key=lambda p: p.name))
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=[1, 2, 5],
-    retry_condition_fn=retry_condition_fn,
-    timeout_seconds=60,
-    cache_policy=NO_CACHE,
-)
+@kubernetes_api_task
 def list_pods(namespace: str, selector: str) -> tuple[PodState, ...]:
     """`kubectl get pods -l selector`: phase, readiness, restarts and waiting reasons."""
     return _pods(namespace, selector)
@@ -426,13 +401,7 @@ def _waiting(namespace: str, status: RolloutStatus) -> str:
         return f"could not list pods ({exc})"
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=[1, 2, 5],
-    retry_condition_fn=retry_condition_fn,
-    timeout_seconds=60,
-    cache_policy=NO_CACHE,
-)
+@kubernetes_api_task
 def read_recent_events(
     namespace: str, name: str, selector: str, limit: int = 20
 ) -> tuple[EventRecord, ...]:
