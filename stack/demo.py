@@ -52,7 +52,7 @@ def main() -> int:
         "rag-api", NAMESPACE, _template_patch(f"{IMAGE}:{BAD}", "release v1.2.4")
     )
     _wait_rolled_out(apps)
-    ratio = _wait_error_ratio(state, lambda r: r > 0.05, "rise above 5 %")
+    ratio = _wait_error_ratio(state, lambda r: r > 0.15, "reach the bad release's level")
     _say(f"error ratio after the bad release: {ratio:.1%} (critical > 5 %)")
 
     _say("starting the kubernetes-rollback/default deployment, as an SRE would from the UI")
