@@ -11,9 +11,11 @@ half-started by a crash is torn down and started again.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -116,6 +118,10 @@ class LocalStack:
         self.state_file = self.dir / "state.json"
         # The simulated rag-api pods' own log (written by the simulator, served by KWOK).
         self.container_log = self.dir / "logs" / "rag-api.container.log"
+        # PostgreSQL runs as the postgres user, who may not be able to enter the checkout
+        # (under /root, say): its data lives in the temporary directory, one per stack.
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
+        self.postgres_dir = Path(tempfile.gettempdir()) / f"rollback-flows-postgres-{digest}"
 
     @property
     def cluster(self) -> Cluster:
@@ -198,6 +204,7 @@ class LocalStack:
             with contextlib.suppress(StackError):
                 self.cluster.delete()
             shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.postgres_dir, ignore_errors=True)
 
     def _write_services(self, state: StackState) -> None:
         """The project's services file, with the service URLs pointing at the simulator."""
@@ -279,8 +286,9 @@ class LocalStack:
         )
 
     def _start_postgres(self) -> int:
+        shutil.rmtree(self.postgres_dir, ignore_errors=True)
         return start_postgres(
-            self.dir / "postgres", self.ports.postgres, self.dir / "logs" / "postgres.log"
+            self.postgres_dir, self.ports.postgres, self.dir / "logs" / "postgres.log"
         )
 
     def _start_prefect(self) -> int:
