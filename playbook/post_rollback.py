@@ -6,13 +6,12 @@ The file is `deployments/post-rollback.yaml` (or the one named by
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from playbook.config_files import parse_yaml, read_config_text, validated
 from playbook.errors import InvalidInputError
 from playbook.recovery import RecoveryPolicy
 from playbook.thresholds import DecisionMatrix, PromDuration
@@ -98,24 +97,15 @@ def parse_post_rollback(
     text: str, matrix: DecisionMatrix, source: str = "post-rollback settings"
 ) -> PostRollbackSettings:
     """Validate the YAML text of the post-rollback settings against the decision matrix."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{source} is not valid YAML: {exc}") from exc
+    raw = parse_yaml(text, source)
     if not isinstance(raw, dict):
         raise InvalidInputError(f"{source} must be a mapping")
-    try:
-        settings = PostRollbackSettings.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidInputError(f"{source} is invalid:\n{exc}") from exc
-    return settings.check_against(matrix, source)
+    return validated(PostRollbackSettings, raw, source).check_against(matrix, source)
 
 
 def load_post_rollback(matrix: DecisionMatrix, path: Path | None = None) -> PostRollbackSettings:
     """Read and validate the post-rollback settings (`ROLLBACK_FLOWS_POST_ROLLBACK` or default)."""
-    chosen = path or Path(os.environ.get(POST_ROLLBACK_ENV) or DEFAULT_POST_ROLLBACK_FILE)
-    try:
-        text = chosen.read_text()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read the post-rollback settings {chosen}: {exc}") from exc
-    return parse_post_rollback(text, matrix, source=str(chosen))
+    text, source = read_config_text(
+        path, POST_ROLLBACK_ENV, DEFAULT_POST_ROLLBACK_FILE, "post-rollback settings"
+    )
+    return parse_post_rollback(text, matrix, source)

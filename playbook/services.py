@@ -7,14 +7,13 @@ hard-codes `rag-api` and a typo fails before anything in the cluster is touched.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from playbook.config_files import parse_yaml, read_config_text, validated
 from playbook.errors import InvalidInputError
 
 SERVICES_ENV = "ROLLBACK_FLOWS_SERVICES"
@@ -124,17 +123,11 @@ class ServicesFile(_Frozen):
 
 def parse_services(text: str, source: str = "services file") -> ServicesFile:
     """Validate the YAML text of a services file; invalid content raises InvalidInputError."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{source} is not valid YAML: {exc}") from exc
+    raw = parse_yaml(text, source)
     if not isinstance(raw, dict) or not isinstance(raw.get("services"), dict):
         raise InvalidInputError(f"{source} must be a mapping with a `services` mapping")
     services = {name: {"name": name, **(body or {})} for name, body in raw["services"].items()}
-    try:
-        parsed = ServicesFile.model_validate({**raw, "services": services})
-    except ValidationError as exc:
-        raise InvalidInputError(f"{source} is invalid:\n{exc}") from exc
+    parsed = validated(ServicesFile, {**raw, "services": services}, source)
     if parsed.default_service not in parsed.services:
         raise InvalidInputError(
             f"{source}: default_service {parsed.default_service!r} is not among its services"
@@ -144,12 +137,8 @@ def parse_services(text: str, source: str = "services file") -> ServicesFile:
 
 def load_services(path: Path | None = None) -> ServicesFile:
     """Read and validate the services file (`ROLLBACK_FLOWS_SERVICES` or the default one)."""
-    chosen = path or Path(os.environ.get(SERVICES_ENV) or DEFAULT_SERVICES_FILE)
-    try:
-        text = chosen.read_text()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read the services file {chosen}: {exc}") from exc
-    return parse_services(text, source=str(chosen))
+    text, source = read_config_text(path, SERVICES_ENV, DEFAULT_SERVICES_FILE, "services file")
+    return parse_services(text, source)
 
 
 def load_service(name: str | None, namespace: str | None = None) -> ServiceConfig:

@@ -11,7 +11,6 @@ in the YAML file.
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,9 +19,9 @@ from pathlib import Path
 from string import Template
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from playbook.config_files import parse_yaml, read_config_text, validated
 from playbook.errors import InvalidInputError
 
 MATRIX_ENV = "ROLLBACK_FLOWS_DECISION_MATRIX"
@@ -249,27 +248,17 @@ class DecisionMatrix(_Frozen):
 
 def parse_decision_matrix(text: str, source: str = "decision matrix") -> DecisionMatrix:
     """Validate the YAML text of a decision matrix; invalid content raises InvalidInputError."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{source} is not valid YAML: {exc}") from exc
+    raw = parse_yaml(text, source)
     if not isinstance(raw, dict) or not isinstance(raw.get("indicators"), dict):
         raise InvalidInputError(f"{source} must be a mapping with an `indicators` mapping")
     indicators = {
         name: {"name": name, **(body or {})} if isinstance(body, dict | None) else body
         for name, body in raw["indicators"].items()
     }
-    try:
-        return DecisionMatrix.model_validate({**raw, "indicators": indicators})
-    except ValidationError as exc:
-        raise InvalidInputError(f"{source} is invalid:\n{exc}") from exc
+    return validated(DecisionMatrix, {**raw, "indicators": indicators}, source)
 
 
 def load_decision_matrix(path: Path | None = None) -> DecisionMatrix:
     """Read and validate the decision matrix (`ROLLBACK_FLOWS_DECISION_MATRIX` or the default)."""
-    chosen = path or Path(os.environ.get(MATRIX_ENV) or DEFAULT_MATRIX_FILE)
-    try:
-        text = chosen.read_text()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read the decision matrix {chosen}: {exc}") from exc
-    return parse_decision_matrix(text, source=str(chosen))
+    text, source = read_config_text(path, MATRIX_ENV, DEFAULT_MATRIX_FILE, "decision matrix")
+    return parse_decision_matrix(text, source)

@@ -10,15 +10,14 @@ match the route.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from playbook.errors import AccessDeniedError, InvalidInputError
+from playbook.config_files import parse_yaml, read_config_text, validated
+from playbook.errors import AccessDeniedError
 from receiver.alerts import Alert
 
 ROUTES_ENV = "ROLLBACK_FLOWS_ALERT_ROUTES"
@@ -102,24 +101,13 @@ def _resolve(value: Any, alert: Alert) -> Any:
 
 def parse_config(text: str, source: str = "alert routes file") -> ReceiverConfig:
     """Validate the YAML text of a routes file; invalid content raises InvalidInputError."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{source} is not valid YAML: {exc}") from exc
-    try:
-        return ReceiverConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidInputError(f"{source} is invalid:\n{exc}") from exc
+    return validated(ReceiverConfig, parse_yaml(text, source), source)
 
 
 def load_config(path: Path | None = None) -> ReceiverConfig:
     """Read and validate the routes file (`ROLLBACK_FLOWS_ALERT_ROUTES` or the default one)."""
-    chosen = path or Path(os.environ.get(ROUTES_ENV) or DEFAULT_ROUTES_FILE)
-    try:
-        text = chosen.read_text()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read the alert routes file {chosen}: {exc}") from exc
-    return parse_config(text, source=str(chosen))
+    text, source = read_config_text(path, ROUTES_ENV, DEFAULT_ROUTES_FILE, "alert routes file")
+    return parse_config(text, source)
 
 
 def load_token(block_name: str) -> SecretStr:
