@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from pydantic import Field
 
-from flows.guarded_rollback import GuardedRollback, guarded_rollback
+from flows.guarded_rollback import Action, GuardedRollback, guarded_rollback
 from playbook.errors import InvalidInputError, NotFoundError, RollbackError
 from playbook.guard import (
     DEFAULT_MAX_AUTOMATIC_PER_HOUR,
@@ -47,7 +47,7 @@ class CanaryGuardResult:
 
     service: str
     namespace: str
-    outcome: Literal["passed", "rolled_back", "capped", "stale", "dry_run"]
+    outcome: Literal["passed"] | Action
     verdict: CanaryVerdict
     observations: int
     rollback: GuardedRollback | None = None
@@ -172,7 +172,7 @@ def canary_guard(
         time.sleep(min(interval_seconds, max(triggers.window_seconds - elapsed, 0.0)))
 
     rollback = None
-    outcome: Literal["passed", "rolled_back", "capped", "stale", "dry_run"] = "passed"
+    outcome: Literal["passed"] | Action = "passed"
     if verdict.rollback:
         logger.warning("automatic rollback trigger(s): %s", verdict.summary)
         rollback = guarded_rollback(

@@ -1,12 +1,16 @@
 """A rollback started by a machine (an alert, the canary guard): one at a time, capped per hour.
 
-take the service's lock (refuse at once if another rollback of it runs) → check the hourly
-cap of automatic rollbacks (past it: notify a person, change nothing) → record this one →
-run the playbook procedure (`kubernetes_rollback` or `canary_rollback`) → report.
+take the service's lock (refuse at once if another rollback of it runs) → for an alert, ask the
+cluster whether the alert is older than the current revision (stale: change nothing) and ask
+Prometheus whether the alert's indicator still breaches over the current revision's lifetime
+(no longer, or no data: change nothing) → check the hourly cap of automatic rollbacks (past
+it: notify a person, change nothing) → record this one → run the playbook procedure
+(`kubernetes_rollback` or `canary_rollback`) → report.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
@@ -23,12 +27,17 @@ from playbook.guard import (
     DEFAULT_MAX_AUTOMATIC_PER_HOUR,
     CapDecision,
     LedgerEntry,
+    Recheck,
+    RollbackRefusedError,
     check_cap,
+    judge_recheck,
+    lifetime_window,
     now_utc,
-    rolled_back_since,
 )
+from playbook.provenance import judge_alert_age
 from playbook.report import RollbackReport
 from playbook.services import load_service
+from playbook.thresholds import Indicator, load_decision_matrix
 from tasks.concurrency import (
     ensure_service_lock,
     hold_service_lock,
@@ -37,10 +46,12 @@ from tasks.concurrency import (
     read_rollback_ledger,
     record_automatic_rollback,
 )
+from tasks.kubernetes import read_rollout_origin
 from tasks.notify import send_notification
+from tasks.prometheus import query_instant, resolve_prometheus_url, single_series
 
 Procedure = Literal["kubernetes_rollback", "canary_rollback"]
-Action = Literal["rolled_back", "capped", "stale", "dry_run"]
+Action = Literal["rolled_back", "capped", "stale", "recovered", "no_data", "refused", "dry_run"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,15 @@ def _run_id() -> str | None:
     return str(flow_run.id) if flow_run is not None else None
 
 
+def _refused_text(namespace: str, service: str, reason: str, error: Exception) -> str:
+    return (
+        f"🚨 Automatic rollback of {namespace}/{service} NOT performed\n\n"
+        f"Reason for the rollback: {reason or 'not given'}\n"
+        f"Why not: {error}\n"
+        "Action: a person must decide (roll back to a named revision from the Prefect UI)."
+    )
+
+
 def _capped_text(namespace: str, service: str, reason: str, decision: CapDecision) -> str:
     return (
         f"🚨 Automatic rollback of {namespace}/{service} NOT performed\n\n"
@@ -99,9 +119,17 @@ def guarded_rollback(
     max_per_hour: Annotated[int, Field(ge=0, le=10)] = DEFAULT_MAX_AUTOMATIC_PER_HOUR,
     notify_secret_block: str | None = None,
     alert_started_at: datetime | None = None,
+    indicator: str | None = None,
+    recheck: bool = True,
     dry_run: bool = False,
 ) -> GuardedRollback:
     """Run a playbook rollback procedure for a service, guarded by its lock and hourly cap.
+
+    For an alert (`alert_started_at`), it decides from the cluster and Prometheus first: an
+    alert that started before the Deployment's current revision became current (whoever made
+    it: a person, CI, this tool) is about an older version and is refused as stale; and the
+    alert's `indicator` is measured again over the current revision's lifetime only, so an
+    alert whose rate window still holds the previous version's errors does nothing.
 
     Args:
         service: A service of the services file.
@@ -112,56 +140,70 @@ def guarded_rollback(
         max_per_hour: The most automatic rollbacks of the service within an hour.
         notify_secret_block: The Secret block with the notification webhook URL (else
             `$ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL`).
-        alert_started_at: When the triggering alert started; if an automatic rollback of the
-            service ran since, the alert is about the version before it and nothing is done.
+        alert_started_at: When the triggering alert started (its `startsAt`).
+        indicator: The decision-matrix indicator the alert is about (e.g. `error_rate`).
+        recheck: Measure `indicator` again before acting; refuse unless still critical.
         dry_run: Passed to the procedure; a dry run is not counted.
 
     Raises:
-        InvalidInputError: unknown service (nothing changed).
+        InvalidInputError: unknown service or indicator (nothing changed).
         RollbackRefusedError: another rollback of the service holds its lock (nothing changed).
     """
     logger = get_run_logger()
     cfg = load_service(service, namespace)
     ns = cfg.namespace
+    measured = load_decision_matrix().indicator(indicator) if indicator else None
     lock = ensure_service_lock(lock_name(ns, cfg.name))
     if lock.limit != 1:
         logger.warning("concurrency limit %s allows %d runs, not 1", lock.name, lock.limit)
+
+    def stopped(action: Action, message: str, recent: int = 0) -> GuardedRollback:
+        logger.warning("%s", message)
+        return _publish(
+            GuardedRollback(
+                cfg.name, ns, procedure, action, message, automatic, reason, max_per_hour, recent
+            )
+        )
+
     recent = 0
     with hold_service_lock(lock.name, f"rollback of {ns}/{cfg.name}"):
         logger.info("holding %s: no other rollback of %s/%s runs now", lock.name, ns, cfg.name)
+        if alert_started_at is not None and procedure == "kubernetes_rollback":
+            origin = read_rollout_origin(ns, cfg.deployment)
+            age = judge_alert_age(origin, alert_started_at)
+            if age.stale:
+                return stopped("stale", age.message)
+            logger.info("%s", age.message)
+            if recheck and measured is not None and origin.since is not None:
+                check = recheck_indicator(cfg.name, measured, origin.since)
+                if not check.breaching:
+                    return stopped(
+                        "no_data" if check.breaching is None else "recovered", check.message
+                    )
+                logger.info("%s", check.message)
         if automatic and not dry_run:
             ledger = ledger_name(ns, cfg.name)
             entries = read_rollback_ledger(ledger)
             now = now_utc()
             decision = check_cap(entries, now, max_per_hour)
             recent = len(decision.recent)
-            since = rolled_back_since(entries, alert_started_at) if alert_started_at else None
-            stop: tuple[Action, str] | None = None
-            if since is not None:
-                stop = (
-                    "stale",
-                    (
-                        f"not rolled back: an automatic rollback already ran at "
-                        f"{since.at.isoformat(timespec='seconds')} (flow run {since.flow_run_id}), "
-                        f"after this alert started at {alert_started_at}; the alert is about the "
-                        "version before it, and undoing again would restore that version"
-                    ),
-                )
-            elif not decision.allowed:
+            if not decision.allowed:
                 send_notification(_capped_text(ns, cfg.name, reason, decision), notify_secret_block)
-                stop = "capped", f"not rolled back: {decision.message}; a person was notified"
-            if stop is not None:
-                logger.warning("%s", stop[1])
-                return _publish(
-                    GuardedRollback(
-                        cfg.name, ns, procedure, *stop, automatic, reason, max_per_hour, recent
-                    )
+                return stopped(
+                    "capped", f"not rolled back: {decision.message}; a person was notified", recent
                 )
             logger.info("%s; this is one more", decision.message)
             record_automatic_rollback(ledger, entries, LedgerEntry(now, _run_id(), reason[:100]))
             recent += 1
         run = kubernetes_rollback if procedure == "kubernetes_rollback" else canary_rollback
-        report = run(service=cfg.name, namespace=namespace, dry_run=dry_run)
+        try:
+            report = run(service=cfg.name, namespace=namespace, dry_run=dry_run)
+        except RollbackRefusedError as exc:
+            if automatic and not dry_run:
+                send_notification(_refused_text(ns, cfg.name, reason, exc), notify_secret_block)
+            return stopped(
+                "refused", f"{exc}; a person was notified" if automatic else str(exc), recent
+            )
     return _publish(
         GuardedRollback(
             cfg.name,
@@ -176,6 +218,19 @@ def guarded_rollback(
             report,
         )
     )
+
+
+def recheck_indicator(service: str, indicator: Indicator, since: datetime) -> Recheck:
+    """Measure `indicator` now over the current revision's lifetime (at most its own window)."""
+    matrix = load_decision_matrix()
+    now = now_utc()
+    window = lifetime_window(since, now, indicator.window)
+    query = indicator.render(service, window)
+    series = single_series(
+        query_instant(resolve_prometheus_url(), query, now, matrix.prometheus), query
+    )
+    value = float(series.iloc[0]) if len(series) else math.nan
+    return judge_recheck(indicator, None if math.isnan(value) else value, window)
 
 
 def _publish(result: GuardedRollback) -> GuardedRollback:

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from prefect import flow
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 
 from flows.common import (
     follow_up,
@@ -42,17 +43,28 @@ def kubernetes_rollback(
     namespace: str | None = None,
     to_revision: int | None = None,
     dry_run: bool = False,
+    force: bool = False,
 ) -> RollbackReport:
     """Roll a service's Deployment back to its previous revision, or to `to_revision`.
+
+    Repeating is safe: a second attempt of the same flow run (a Prefect retry, a resubmitted
+    run) finds its change already made and only waits and verifies. A new run without
+    `to_revision` soon after this tool rolled the Deployment back is refused, because undoing
+    again would restore the version that rollback removed.
 
     Args:
         service: A service of the services file (deployments/services.yaml).
         namespace: Overrides the service's namespace.
         to_revision: The revision to return to; the previous one when None.
         dry_run: Print the exact patch (validated by the API server) and change nothing.
+        force: Undo to the previous revision even within the service's `repeat_guard_minutes`
+            after this tool's last rollback of it (which restores the version it removed).
 
     Raises:
         InvalidInputError: unknown service, or a revision that does not exist (nothing changed).
+        RollbackRefusedError: another rollback of the service runs, or this tool rolled it back
+            within `repeat_guard_minutes` and neither `to_revision` nor `force` is given
+            (nothing changed).
         RolloutFailedError: the rollout exceeded its deadline; names the pods' waiting reasons.
         VerificationFailedError: the rollout finished but pods are not ready.
     """
@@ -76,7 +88,15 @@ def kubernetes_rollback(
         )
 
         with watch.step("undo"):
-            undo = undo_deployment(ns, name, to_revision, dry_run)
+            undo = undo_deployment(
+                ns,
+                name,
+                to_revision,
+                dry_run,
+                intent_id=None if dry_run else flow_run.get_root_flow_run_id(),
+                force=force,
+                repeat_guard_minutes=cfg.repeat_guard_minutes,
+            )
         plan = undo.plan
         change = patch_text(list(plan.patch)) if plan.patch else None
         report = RollbackReport(
@@ -114,6 +134,7 @@ def kubernetes_rollback(
             if plan.already_current
             else f"rolled back from revision {plan.current_revision} to revision "
             f"{plan.target.number} (now revision {after.revision})"
+            + (" by an earlier attempt of this flow run" if undo.resumed else "")
         )
         return publish_report(
             follow_up(

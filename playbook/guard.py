@@ -17,6 +17,7 @@ person is notified instead. The ledger of recent automatic rollbacks is a JSON l
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -25,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from playbook.errors import InvalidInputError, PermanentError
+from playbook.thresholds import Indicator
 
 DEFAULT_MAX_AUTOMATIC_PER_HOUR = 3
 CAP_WINDOW = timedelta(hours=1)
@@ -227,16 +229,53 @@ def check_cap(
     return CapDecision(False, cap, recent, next_at)
 
 
-def rolled_back_since(
-    entries: tuple[LedgerEntry, ...], alert_started_at: datetime
-) -> LedgerEntry | None:
-    """The latest automatic rollback at or after the alert started, if any.
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
-    Such an alert describes the version before that rollback: acting on it again would undo
-    the rollback (`rollout undo` flips back to the bad revision).
+
+def duration_seconds(duration: str) -> float:
+    """A Prometheus duration (`5m`, `1h30m`) in seconds."""
+    parts = re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise InvalidInputError(f"malformed Prometheus duration {duration!r} (e.g. 30s, 5m)")
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def lifetime_window(since: datetime, now: datetime, longest: str) -> str:
+    """The rate window that sees only the current revision: its age, at most `longest`."""
+    age = max(int((now - since).total_seconds()), 1)
+    return f"{min(age, int(duration_seconds(longest)))}s"
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """The alert's indicator measured again over the current revision's lifetime only."""
+
+    breaching: bool | None
+    """True: still past its critical threshold; False: no longer; None: no data."""
+    message: str
+
+
+def judge_recheck(indicator: Indicator, value: float | None, window: str) -> Recheck:
+    """Whether the indicator still breaches its critical threshold over `window`.
+
+    No data is neither a breach nor a pass: nothing is done, and the message says why.
     """
-    later = [e for e in entries if e.at >= alert_started_at]
-    return later[-1] if later else None
+    observed = indicator.format(value)
+    limit = indicator.condition(indicator.critical)
+    where = f"{indicator.title} over the current revision's last {window}"
+    if value is None or math.isnan(value):
+        return Recheck(
+            None,
+            f"not rolled back: {where} has no data in Prometheus, so the alert cannot be "
+            "confirmed against the version that runs now",
+        )
+    if indicator.breaches(value, indicator.critical):
+        return Recheck(True, f"{where} is {observed}, still critical ({limit})")
+    return Recheck(
+        False,
+        f"not rolled back: {where} is {observed}, no longer critical ({limit}); the alert "
+        "still counts errors of the version before it",
+    )
 
 
 def record(

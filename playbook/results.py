@@ -25,6 +25,8 @@ class UndoResult:
     generation_before: int
     generation_after: int
     resource_version_after: str
+    resumed: bool = False
+    """An earlier attempt of this flow run made the change; this one wrote nothing."""
 
 
 @dataclass(frozen=True)

@@ -350,6 +350,7 @@ def plan_undo(
     deployment: Mapping[str, Any],
     replicasets: Sequence[Mapping[str, Any]],
     to_revision: int | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> UndoPlan:
     """Plan `kubectl rollout undo [--to-revision=N]` without touching anything.
 
@@ -360,6 +361,7 @@ def plan_undo(
     ReplicaSet, so re-running the same undo reports "already at revision" instead of failing. The patch replaces the
     template and the annotations as kubectl does, guarded by a `test` of the resourceVersion
     so a concurrent change makes it fail (and be re-planned) instead of overwriting that change.
+    `annotations` are written in the same patch (this tool's record of the undo).
 
     Raises:
         InvalidInputError: `to_revision` is negative or the Deployment is paused.
@@ -380,16 +382,15 @@ def plan_undo(
         raise InvalidInputError(
             f"Deployment {name} is paused; resume it (kubectl rollout resume) before undoing"
         )
-    annotations = {
-        k: v for k, v in (meta.get("annotations") or {}).items() if k in _ANNOTATIONS_TO_SKIP
-    }
-    annotations.update(
+    kept = {k: v for k, v in (meta.get("annotations") or {}).items() if k in _ANNOTATIONS_TO_SKIP}
+    kept.update(
         {
             k: v
             for k, v in (rs.get("metadata", {}).get("annotations") or {}).items()
             if k not in _ANNOTATIONS_TO_SKIP
         }
     )
+    kept.update(annotations or {})
     patch: tuple[Json, ...] = ()
     if not already:
         patch = (
@@ -399,7 +400,7 @@ def plan_undo(
                 "value": meta.get("resourceVersion"),
             },
             {"op": "replace", "path": "/spec/template", "value": template},
-            {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+            {"op": "replace", "path": "/metadata/annotations", "value": kept},
         )
     return UndoPlan(
         namespace=str(meta.get("namespace", "")),

@@ -101,6 +101,10 @@ class ServiceConfig(_Frozen):
     health_url: AnyHttpUrl | None = None
     version_url: AnyHttpUrl | None = None
     rollout_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    repeat_guard_minutes: float = Field(default=60.0, ge=0, le=24 * 60)
+    """After this tool rolls the Deployment back, an undo to "the previous revision" within
+    this time is refused (it would restore the version just removed) unless a revision is
+    named or forced; 0 turns the guard off."""
 
 
 class ServicesFile(_Frozen):

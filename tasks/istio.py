@@ -17,6 +17,7 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from playbook.errors import VerificationFailedError, translating
+from playbook.provenance import FIELD_MANAGER
 from playbook.results import RouteRemoval, patch_text
 from playbook.services import Destination
 from playbook.traffic import (
@@ -99,6 +100,7 @@ def remove_canary_routes(
             name,
             list(plan.patch),
             dry_run="All" if dry_run else None,
+            field_manager=FIELD_MANAGER,
             _content_type=JSON_PATCH,
             _preload_content=False,
             _request_timeout=REQUEST_TIMEOUT,

@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,20 @@ from playbook.errors import (
     translate_error,
     translating,
 )
+from playbook.provenance import (
+    FIELD_MANAGER,
+    ROLLBACK_MARK_ANNOTATION,
+    RollbackMark,
+    RolloutOrigin,
+    check_repeat,
+    rollout_origin,
+)
 from playbook.results import EventRecord, ImageChange, LogScan, ScaleChange, UndoResult
 from playbook.rollout import (
     PodState,
     Revision,
     RolloutStatus,
+    UndoPlan,
     describe_waiting,
     plan_undo,
     pod_state,
@@ -168,23 +178,73 @@ def read_rollout_history(namespace: str, name: str) -> tuple[Revision, ...]:
 
 
 @kubernetes_api_task
+def read_rollout_origin(namespace: str, name: str) -> RolloutOrigin:
+    """When the Deployment's current revision became current, and who made it so."""
+    deployment = get_deployment(namespace, name)
+    return rollout_origin(deployment, get_replicasets(namespace, deployment))
+
+
+@kubernetes_api_task
 def undo_deployment(
-    namespace: str, name: str, to_revision: int | None = None, dry_run: bool = False
+    namespace: str,
+    name: str,
+    to_revision: int | None = None,
+    dry_run: bool = False,
+    intent_id: str | None = None,
+    force: bool = False,
+    repeat_guard_minutes: float = 60.0,
 ) -> UndoResult:
     """`kubectl rollout undo [--to-revision]`: patch the template of that revision back in.
 
     Reads the Deployment and its ReplicaSets afresh on every attempt; when the template already
-    equals the target revision's it writes nothing. With `dry_run` the patch is only validated
-    by the API server (`dryRun=All`). A concurrent change fails the patch's resourceVersion
-    `test` and is retried from a new read.
+    equals the target revision's it writes nothing. The patch also writes this tool's rollback
+    mark (flow run `intent_id`, from and to revision), so a later attempt of the same flow run
+    finds its change made and writes nothing (`resumed`), and an undo to the previous revision
+    soon after this tool's rollback is refused instead of flipping back. With `dry_run` the
+    patch is only validated by the API server (`dryRun=All`). A concurrent change fails the
+    patch's resourceVersion `test` and is retried from a new read.
+
+    Raises:
+        RollbackRefusedError: an undo without `to_revision` within `repeat_guard_minutes` of
+            this tool's last rollback of the Deployment (unless `force`); nothing changed.
     """
     deployment = get_deployment(namespace, name)
-    plan = plan_undo(deployment, get_replicasets(namespace, deployment), to_revision)
+    replicasets = get_replicasets(namespace, deployment)
     generation = int(deployment["metadata"].get("generation", 0))
     rv = str(deployment["metadata"].get("resourceVersion", ""))
+    now = datetime.now(UTC)
+    origin = rollout_origin(deployment, replicasets)
+    resume = check_repeat(
+        origin,
+        intent_id,
+        now,
+        to_revision=to_revision,
+        force=force,
+        window=timedelta(minutes=repeat_guard_minutes),
+    )
+    if resume is not None:
+        _log().info(
+            "this flow run already made the change (%s); not undoing again", resume.mark.describe()
+        )
+        current = revision_history(
+            deployment, [rs for rs in replicasets if rs["metadata"]["name"] == origin.replicaset]
+        )[0]
+        plan = UndoPlan(namespace, name, resume.mark.from_revision, current, False, ())
+        return UndoResult(plan, True, dry_run, generation, generation, rv, resumed=True)
+    plan = plan_undo(deployment, replicasets, to_revision)
     if plan.already_current:
         _log().info(plan.summary)
         return UndoResult(plan, False, dry_run, generation, generation, rv)
+    mark = RollbackMark(
+        flow_run_id=intent_id or "unknown",
+        from_revision=plan.current_revision,
+        to_revision=plan.target.number,
+        replicaset=plan.target.replicaset,
+        at=now,
+    )
+    plan = plan_undo(
+        deployment, replicasets, to_revision, {ROLLBACK_MARK_ANNOTATION: mark.to_annotation()}
+    )
     apps = client.AppsV1Api(kube_client())
     with translating(
         f"patch Deployment {namespace}/{name} back to revision {plan.target.number}",
@@ -196,6 +256,7 @@ def undo_deployment(
                 namespace,
                 list(plan.patch),
                 dry_run="All" if dry_run else None,
+                field_manager=FIELD_MANAGER,
                 _content_type=JSON_PATCH,
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
@@ -233,6 +294,7 @@ def set_deployment_image(
             namespace,
             patch,
             dry_run="All" if dry_run else None,
+            field_manager=FIELD_MANAGER,
             _content_type=STRATEGIC_MERGE_PATCH,
             _preload_content=False,
             _request_timeout=REQUEST_TIMEOUT,
@@ -265,6 +327,7 @@ def scale_deployment(
             namespace,
             {"spec": {"replicas": replicas}},
             dry_run="All" if dry_run else None,
+            field_manager=FIELD_MANAGER,
             _content_type=MERGE_PATCH,
             _preload_content=False,
             _request_timeout=REQUEST_TIMEOUT,

@@ -43,7 +43,6 @@ from playbook.guard import (
     evaluate_canary,
     parse_ledger,
     record,
-    rolled_back_since,
 )
 from stack.local import StackState
 from stack.sink import WebhookSink
@@ -159,12 +158,6 @@ def test_the_ledger_round_trips_and_drops_old_entries() -> None:
     assert parse_ledger(None) == ()
 
 
-def test_an_alert_that_started_before_the_last_automatic_rollback_is_stale() -> None:
-    ledger = entries(30, 10)
-    assert rolled_back_since(ledger, T0 - timedelta(minutes=15)) == ledger[1]
-    assert rolled_back_since(ledger, T0 - timedelta(minutes=5)) is None
-
-
 @pytest.mark.parametrize(
     "value", [{"at": "x"}, [{"at": "yesterday"}], [{"at": "2026-01-01T00:00:00"}]]
 )
@@ -212,17 +205,17 @@ def test_the_fourth_automatic_rollback_within_the_hour_notifies_and_changes_noth
     apps: client.AppsV1Api, bad_release: str, notifications: WebhookSink
 ) -> None:
     ns = bad_release
-    images = []
     for attempt in range(3):
+        if attempt:  # the next bad release of the hour
+            release(apps, ns, f"v1.2.{4 + attempt}")
         result = guarded_rollback("rag-api", reason=f"test attempt {attempt + 1}")
         assert result.action == "rolled_back" and result.report is not None
         assert result.report.changed
-        images.append(snapshot(apps, ns).image)
+        assert snapshot(apps, ns).image == f"{REPOSITORY}:{GOOD}"
         assert result.recent_automatic == attempt + 1
-    # each undo returns to the revision before: good, bad, good
-    assert images == [f"{REPOSITORY}:{v}" for v in (GOOD, BAD, GOOD)]
     assert notifications.received() == []
 
+    release(apps, ns, "v1.2.7")
     before = snapshot(apps, ns)
     capped = guarded_rollback("rag-api", reason="test attempt 4")
     assert capped.action == "capped" and capped.report is None
@@ -242,7 +235,19 @@ def test_the_fourth_automatic_rollback_within_the_hour_notifies_and_changes_noth
     # a person may still roll back: manual runs are not capped
     manual = guarded_rollback("rag-api", automatic=False, reason="by hand")
     assert manual.action == "rolled_back"
-    assert snapshot(apps, ns).image == f"{REPOSITORY}:{BAD}"
+    assert snapshot(apps, ns).image == f"{REPOSITORY}:{GOOD}"
+
+
+def release(apps: client.AppsV1Api, namespace: str, version: str) -> None:
+    """A new release, as CI would make it: a new image on the Deployment."""
+    apps.patch_namespaced_deployment(
+        "rag-api",
+        namespace,
+        {"spec": {"template": {"spec": {"containers": [
+            {"name": "rag-api", "image": f"{REPOSITORY}:{version}"}
+        ]}}}},
+    )  # fmt: skip
+    wait_rolled_out(apps, namespace, "rag-api")
 
 
 @pytest.mark.stack
@@ -271,10 +276,10 @@ def test_a_second_rollback_while_one_holds_the_lock_is_refused_and_changes_nothi
 @pytest.mark.stack
 @pytest.mark.timeout(120)
 def test_an_alert_older_than_the_last_automatic_rollback_does_not_undo_it_again(
-    apps: client.AppsV1Api, bad_release: str
+    apps: client.AppsV1Api, bad_release: str, notifications: WebhookSink
 ) -> None:
     ns = bad_release
-    alert_started = datetime.now(UTC) - timedelta(seconds=30)
+    alert_started = datetime.now(UTC)  # the bad release is older: the alert is about it
     first = guarded_rollback("rag-api", reason="error rate", alert_started_at=alert_started)
     assert first.action == "rolled_back"
     rolled_back = snapshot(apps, ns)
@@ -283,11 +288,16 @@ def test_an_alert_older_than_the_last_automatic_rollback_does_not_undo_it_again(
     # a second alert of the same incident (it started before the rollback) arrives late
     late = guarded_rollback("rag-api", reason="latency", alert_started_at=alert_started)
     assert late.action == "stale" and "the alert is about the version before it" in late.message
+    assert "rollback-flows" in late.message or "made by this tool" in late.message
     assert snapshot(apps, ns) == rolled_back
 
-    # an alert that started after the rollback is a new problem: acted on
+    # an alert that started after the rollback, with nothing re-measured: undoing to "the
+    # previous revision" would restore the bad release; refused, and a person is told
     fresh = guarded_rollback("rag-api", reason="new", alert_started_at=datetime.now(UTC))
-    assert fresh.action == "rolled_back"
+    assert fresh.action == "refused" and "the version that rollback removed" in fresh.message
+    assert snapshot(apps, ns) == rolled_back
+    sent = notifications.wait_for(lambda d: d.path == "/slack", timeout=10)
+    assert f"Automatic rollback of {ns}/rag-api NOT performed" in sent.body["text"]
 
 
 @pytest.mark.stack

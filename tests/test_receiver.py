@@ -7,6 +7,7 @@ import concurrent.futures
 import copy
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -108,6 +109,7 @@ def test_the_shipped_routes_send_critical_alerts_to_a_guarded_rollback() -> None
         "procedure": "kubernetes_rollback",
         "reason": "rag-api error rate 6.25% > 5%",
         "alert_started_at": "2026-11-26T23:21:31.906000+00:00",
+        "indicator": "error_rate",
     }
     assert config.route_for(parse_payload(payload(severity="warning")).alerts[0]) is None
     unlabelled = copy.deepcopy(FIRING_SAMPLE)
@@ -336,6 +338,11 @@ def test_an_unknown_service_is_rejected_and_starts_nothing(receiver: tuple[str, 
     assert count_flow_runs() == before
 
 
+def now() -> str:
+    """An alert's startsAt of now: after the bad release it is about."""
+    return datetime.now(UTC).isoformat()
+
+
 @pytest.fixture
 def bad_release(kube_api: client.ApiClient, namespace: str) -> Iterator[str]:
     """rag-api in the test's namespace at revision 2 (bad) over revision 1 (good)."""
@@ -351,7 +358,7 @@ def test_twenty_duplicate_deliveries_make_one_run_and_one_undo(
 ) -> None:
     url, token = receiver
     apps = client.AppsV1Api(kube_api)
-    body = payload(namespace=bad_release)
+    body = payload(namespace=bad_release, starts_at=now())
     key = idempotency_key(parse_payload(body).alerts[0])
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
@@ -391,9 +398,9 @@ def test_a_second_rollback_alert_while_one_runs_is_refused(
 ) -> None:
     url, token = receiver
     apps = client.AppsV1Api(kube_api)
-    first = post(url, token, payload(namespace=bad_release)).json()["alerts"][0]
+    first = post(url, token, payload(namespace=bad_release, starts_at=now())).json()["alerts"][0]
     assert first["action"] == "started"
-    latency = payload(alertname="RollbackHighLatency", namespace=bad_release)
+    latency = payload(alertname="RollbackHighLatency", namespace=bad_release, starts_at=now())
     second = post(url, token, latency).json()["alerts"][0]
     assert second["action"] == "refused"
     assert f"a rollback of {bad_release}/rag-api is already in progress" in second["message"]

@@ -1,0 +1,257 @@
+"""Decisions from the cluster's truth, on the real local stack: an alert never undoes a newer
+rollout (whoever made it), an alert that no longer breaches does nothing, and a rollback that
+repeats (a retried attempt, a second run) never flips the Deployment back.
+
+Each test asserts the Deployment afterwards: its template, its revision and its ReplicaSets.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from cluster import (
+    REPOSITORY,
+    build_history,
+    deployment_body,
+    replicasets_by_revision,
+    snapshot,
+    use_services,
+    wait_rolled_out,
+)
+from kubernetes import client
+from prefect.client.orchestration import get_client
+
+from flows.guarded_rollback import guarded_rollback
+from flows.kubernetes_rollback import kubernetes_rollback
+from playbook.guard import RollbackRefusedError
+from playbook.provenance import ROLLBACK_MARK_ANNOTATION, parse_mark
+from stack.config import bin_dir
+from stack.local import StackState
+from stack.prometheus import error_ratio_expr
+from tasks.concurrency import forget_rollbacks, ledger_name, read_rollback_ledger
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
+
+GOOD, BAD = "v1.2.3", "v1.2.4"  # the simulator fails 20 % of v1.2.4's requests
+
+
+@pytest.fixture
+def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
+    return client.AppsV1Api(kube_api)
+
+
+@pytest.fixture
+def bad_release(
+    apps: client.AppsV1Api, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """rag-api at revision 2 (bad) over revision 1 (good); the hourly ledger removed after."""
+    use_services(monkeypatch, tmp_path, namespace)
+    build_history(apps, namespace, [GOOD, BAD])
+    yield namespace
+    forget_rollbacks(ledger_name(namespace, "rag-api"))
+
+
+def kubectl(local_stack: StackState, *args: str) -> str:
+    """Run the real kubectl against the session's cluster, as a person would."""
+    done = subprocess.run(
+        [str(bin_dir() / "kubectl"), *args],
+        env={**os.environ, "KUBECONFIG": local_stack.kubeconfig},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_an_alert_older_than_a_manual_rollback_is_refused_as_stale(
+    apps: client.AppsV1Api, bad_release: str
+) -> None:
+    ns = bad_release
+    alert_started = datetime.now(UTC)  # the error-rate alert about the bad release fires
+    # meanwhile an SRE rolls back from the Prefect UI ...
+    manual = kubernetes_rollback("rag-api")
+    assert manual.changed
+    rolled_back = snapshot(apps, ns)
+    assert rolled_back.image == f"{REPOSITORY}:{GOOD}"
+    assert rolled_back.replicasets == {2: f"{REPOSITORY}:{BAD}", 3: f"{REPOSITORY}:{GOOD}"}
+
+    # ... and then Alertmanager delivers the alert
+    result = guarded_rollback("rag-api", reason="error rate", alert_started_at=alert_started)
+
+    assert result.action == "stale" and result.report is None
+    assert "revision 3" in result.message and "made by this tool" in result.message
+    assert "the alert is about the version before it" in result.message
+    assert snapshot(apps, ns) == rolled_back  # template, revision, ReplicaSets unchanged
+    assert read_rollback_ledger.fn(ledger_name(ns, "rag-api")) == ()  # not counted
+
+
+@pytest.mark.parametrize(
+    ("command", "manager"),
+    [
+        (("set", "image", "deployment/rag-api", f"rag-api={REPOSITORY}:v1.2.5"), "kubectl-set"),
+        (("rollout", "undo", "deployment/rag-api"), "kubectl"),
+    ],
+    ids=["set-image", "rollout-undo"],
+)
+def test_a_kubectl_rollout_after_the_alert_started_is_recognised_as_newer(
+    apps: client.AppsV1Api,
+    bad_release: str,
+    local_stack: StackState,
+    command: tuple[str, ...],
+    manager: str,
+) -> None:
+    ns = bad_release
+    alert_started = datetime.now(UTC)
+    time.sleep(1.1)  # the API server records whole seconds
+    kubectl(local_stack, *command, "-n", ns)
+    wait_rolled_out(apps, ns, "rag-api")
+    after_kubectl = snapshot(apps, ns)
+    assert after_kubectl.image != f"{REPOSITORY}:{BAD}"
+
+    result = guarded_rollback("rag-api", reason="error rate", alert_started_at=alert_started)
+
+    assert result.action == "stale", result.message
+    assert f"written by {manager}" in result.message
+    assert snapshot(apps, ns) == after_kubectl
+
+
+def test_a_second_manual_undo_without_to_revision_is_refused(
+    apps: client.AppsV1Api, bad_release: str
+) -> None:
+    ns = bad_release
+    first = kubernetes_rollback("rag-api")
+    assert first.changed
+    rolled_back = snapshot(apps, ns)
+    assert rolled_back.replicasets == {2: f"{REPOSITORY}:{BAD}", 3: f"{REPOSITORY}:{GOOD}"}
+
+    with pytest.raises(RollbackRefusedError, match="rolled back by this tool") as refused:
+        kubernetes_rollback("rag-api")
+    assert "return to revision 2" in str(refused.value)
+    assert snapshot(apps, ns) == rolled_back  # nothing changed: still good, revision 3
+
+    # a person who means it says so; kubectl's semantics then apply (back to revision 2)
+    forced = kubernetes_rollback("rag-api", force=True)
+    assert forced.changed
+    assert snapshot(apps, ns).replicasets == {3: f"{REPOSITORY}:{GOOD}", 4: f"{REPOSITORY}:{BAD}"}
+    # naming the revision is always allowed
+    named = kubernetes_rollback("rag-api", to_revision=3)
+    assert named.changed
+    assert snapshot(apps, ns).image == f"{REPOSITORY}:{GOOD}"
+
+
+def test_a_retried_run_does_not_undo_twice(
+    apps: client.AppsV1Api, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ns = namespace
+    # pods of this Deployment become ready 6 s after they start; a rollout waits 4 s at most
+    use_services(monkeypatch, tmp_path, ns, timeout=4)
+    body = deployment_body(f"{REPOSITORY}:{GOOD}", replicas=1)
+    body["spec"]["template"]["metadata"]["annotations"] = {"rollback-flows.dev/ready-delay": "6s"}
+    apps.create_namespaced_deployment(ns, body)
+    wait_rolled_out(apps, ns, "rag-api")
+    apps.patch_namespaced_deployment(
+        "rag-api",
+        ns,
+        {"spec": {"template": {"spec": {"containers": [
+            {"name": "rag-api", "image": f"{REPOSITORY}:{BAD}"}
+        ]}}}},
+    )  # fmt: skip
+    wait_rolled_out(apps, ns, "rag-api")
+
+    # the first attempt undoes, then times out waiting; Prefect retries the flow run
+    retried = kubernetes_rollback.with_options(retries=3, retry_delay_seconds=1)
+    state = retried("rag-api", return_state=True)
+
+    assert state.is_completed(), state.message
+    report = state.result()
+    assert "by an earlier attempt of this flow run" in report.outcome
+    with get_client(sync_client=True) as c:
+        run = c.read_flow_run(state.state_details.flow_run_id)
+    assert run.run_count >= 2
+    # one undo: revision 1's ReplicaSet serves as revision 3; the bad one is not back
+    assert snapshot(apps, ns).image == f"{REPOSITORY}:{GOOD}"
+    assert replicasets_by_revision(apps, ns) == {
+        2: f"{REPOSITORY}:{BAD}",
+        3: f"{REPOSITORY}:{GOOD}",
+    }
+    d = apps.read_namespaced_deployment("rag-api", ns)
+    assert d.metadata.annotations["deployment.kubernetes.io/revision"] == "3"
+    mark = parse_mark(d.metadata.annotations[ROLLBACK_MARK_ANNOTATION])
+    assert mark is not None and mark.flow_run_id == str(run.id)
+    assert (mark.from_revision, mark.to_revision) == (2, 1)
+
+
+def error_ratio(prometheus_url: str) -> float | None:
+    response = httpx.get(
+        f"{prometheus_url}/api/v1/query",
+        params={"query": error_ratio_expr("5s", "rag-api")},
+        timeout=5,
+    )
+    result = response.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def eventually(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not within {timeout:.0f}s (last: {value!r})")
+
+
+def test_an_alert_that_no_longer_breaches_is_refused(
+    apps: client.AppsV1Api,
+    local_stack: StackState,
+    simulator_namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ns = simulator_namespace
+    use_services(monkeypatch, tmp_path, ns)
+    forget_rollbacks(ledger_name(ns, "rag-api"))
+    build_history(apps, ns, [GOOD, BAD])
+    eventually(
+        lambda: (error_ratio(local_stack.prometheus_url) or 0) > 0.1, 40, "the bad error ratio"
+    )
+    # the alert about the bad release, delivered after Alertmanager's group_wait: re-measured
+    # over the bad revision's life only, it is still critical
+    alert_started = datetime.now(UTC)
+    time.sleep(5)
+    first = guarded_rollback(
+        "rag-api", reason="error rate", alert_started_at=alert_started, indicator="error_rate"
+    )
+    assert first.action == "rolled_back", first.message
+    eventually(
+        lambda: (
+            httpx.get(f"{local_stack.simulator_url}/version", timeout=2).json()["version"] == GOOD
+        ),
+        10,
+        "the simulator serving the good version",
+    )
+    time.sleep(8)  # the good version's own traffic, scraped every second
+    rolled_back = snapshot(apps, ns)
+    assert rolled_back.replicasets == {2: f"{REPOSITORY}:{BAD}", 3: f"{REPOSITORY}:{GOOD}"}
+
+    # the 5-minute error-rate window still holds v1.2.4's errors, so a new alert can start
+    # after the rollback; measured over the good revision's life only, it is not critical
+    late = guarded_rollback(
+        "rag-api", reason="error rate", alert_started_at=datetime.now(UTC), indicator="error_rate"
+    )
+
+    assert late.action == "recovered", late.message
+    assert "Error Rate over the current revision's last" in late.message
+    assert "no longer critical" in late.message
+    assert snapshot(apps, ns) == rolled_back
+    assert len(read_rollback_ledger.fn(ledger_name(ns, "rag-api"))) == 1  # the first only
