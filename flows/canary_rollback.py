@@ -1,9 +1,10 @@
 """Procedure 4, canary rollback: all traffic back to stable, canary Deployment scaled to 0.
 
-check the VirtualService and both Deployments → remove the canary route(s), found by their
-destination and removed with a `test`-guarded JSON patch → scale the canary to 0 → wait for
-its pods to go → verify every HTTP route sends 100 % to stable and the stable pods are ready →
-markdown report.
+check the VirtualService and both Deployments → take every path of traffic to the canary
+away (routes wholly to it removed, weighted splits sent 100 % to stable, mirrors to it
+dropped), found by their destination, in one `test`-guarded JSON patch → scale the canary to 0
+→ wait for its pods to go → verify every HTTP route sends 100 % to stable and none mirrors to
+the canary, and the stable pods are ready → markdown report.
 
 The playbook scales the canary down first and then removes its route; while the route still
 exists that sends the canary's share of requests to a subset without endpoints (503s), so this
@@ -46,7 +47,8 @@ def canary_rollback(
     namespace: str | None = None,
     dry_run: bool = False,
 ) -> RollbackReport:
-    """Send all of a service's traffic to stable and scale its canary Deployment to 0.
+    """Send all of a service's traffic to stable, mirror none to the canary, and scale the
+    canary Deployment to 0.
 
     Args:
         service: A service of the services file with a `canary` section.
@@ -56,7 +58,9 @@ def canary_rollback(
 
     Raises:
         InvalidInputError: unknown service, or a service without a canary (nothing changed).
-        UnsafePatchError: removing the canary would leave traffic unsafe (nothing changed).
+        UnsafePatchError: a route cannot be made safe (it splits traffic between the canary
+            and another destination, or would not send all traffic to stable); the message
+            names it and nothing changed.
         VerificationFailedError: traffic or stable pods are not as expected afterwards.
     """
     logger = get_run_logger()
@@ -134,14 +138,15 @@ def canary_rollback(
                     wait_for_rollout(ns, canary.deployment, cfg.rollout_timeout_seconds)
             with watch.step("verify traffic and stable pods"):
                 routes_after = verify_traffic_to_stable(
-                    ns, canary.virtual_service, canary.stable_destination
+                    ns, canary.virtual_service, canary.stable_destination, canary.canary_destination
                 )
                 pods, events, logs = verify_pods(cfg, stable)
         except RollbackError as exc:
             publish_failure(report, exc, watch, changed=changed)
             raise
         outcome = (
-            "canary already rolled back: no route to the canary and no canary replicas; nothing changed"
+            "canary already rolled back: no route or mirror to the canary and no canary "
+            "replicas; nothing changed"
             if nothing
             else "canary rolled back: " + "; ".join(details)
         )

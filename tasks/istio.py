@@ -1,9 +1,9 @@
-"""Istio tasks: read a VirtualService, remove its canary route safely, verify traffic is stable.
+"""Istio tasks: read a VirtualService, take the canary out of it safely, verify traffic is stable.
 
-VirtualServices are read and patched as custom objects of `networking.istio.io/v1`. The canary
-route is found by its destination (see `playbook.traffic`), removed with a JSON patch whose
-`test` operations fail the whole patch if the route changed since it was read; that failure is
-a ConflictError, so the task retries from a fresh read.
+VirtualServices are read and patched as custom objects of `networking.istio.io/v1`. Routes,
+weights and mirrors to the canary are found by their destination (see `playbook.traffic`) and
+taken out with one JSON patch whose `test` operations fail the whole patch if a route changed
+since it was read; that failure is a ConflictError, so the task retries from a fresh read.
 """
 
 from __future__ import annotations
@@ -71,11 +71,12 @@ def remove_canary_routes(
     stable: Destination,
     dry_run: bool = False,
 ) -> RouteRemoval:
-    """Take the canary destination out of every HTTP route, guarded by `test` operations.
+    """Take every path of traffic to the canary out of the HTTP routes, in one guarded patch.
 
-    A route sending only to the canary is removed; a stable/canary split is set to 100 %
-    stable. Nothing is written when no route sends traffic to the canary. With `dry_run` the
-    patch is only validated by the API server.
+    A route to the canary is removed (or, without a catch-all after it, sent 100 % to stable);
+    a stable/canary split is set to 100 % stable; a mirror to the canary is dropped. Nothing
+    is written when nothing reaches the canary. With `dry_run` the patch is only validated by
+    the API server.
 
     Raises:
         UnsafePatchError: the result would not send all traffic to stable; nothing is written.
@@ -86,7 +87,10 @@ def remove_canary_routes(
     rv = plan.resource_version
     if plan.nothing_to_do:
         _log().info(
-            "VirtualService %s/%s has no route to %s; nothing to do", namespace, name, canary
+            "VirtualService %s/%s has no route or mirror to %s; nothing to do",
+            namespace,
+            name,
+            canary,
         )
         return RouteRemoval(plan, False, dry_run, rv)
     _log().info("JSON patch for VirtualService %s/%s:\n%s", namespace, name, patch_text(plan.patch))
@@ -112,14 +116,17 @@ def remove_canary_routes(
 
 
 @kubernetes_api_task
-def verify_traffic_to_stable(namespace: str, name: str, stable: Destination) -> VirtualServiceState:
-    """Check that every HTTP route of the VirtualService sends 100 % of its traffic to stable.
+def verify_traffic_to_stable(
+    namespace: str, name: str, stable: Destination, canary: Destination | None = None
+) -> VirtualServiceState:
+    """Check that every HTTP route sends 100 % of its traffic to stable and none mirrors to
+    the canary (without `canary`: to anything but stable).
 
     Raises:
-        VerificationFailedError: naming each route that does not.
+        VerificationFailedError: naming each route, weight or mirror that does not.
     """
     vs = get_virtual_service(namespace, name)
-    problems = stable_violations((vs.get("spec") or {}).get("http") or [], stable)
+    problems = stable_violations((vs.get("spec") or {}).get("http") or [], stable, canary)
     if problems:
         raise VerificationFailedError(
             f"VirtualService {namespace}/{name} still routes traffic elsewhere: "

@@ -1,4 +1,5 @@
-"""Procedure 4 on the real local cluster: `canary_rollback` removes only the canary route."""
+"""Procedure 4 on the real local cluster: `canary_rollback` takes every path of traffic to the
+canary away (its routes, its weights, mirrors to it) and nothing else."""
 
 from __future__ import annotations
 
@@ -115,6 +116,54 @@ def test_canary_rollback_removes_only_the_canary_route(
         == canary_generation
     )
     assert not again.changed and "nothing changed" in again.outcome
+
+
+def test_a_mirror_a_header_route_and_a_split_to_the_canary_all_end_at_stable(
+    apps: client.AppsV1Api, kube_api: client.ApiClient, custom: client.CustomObjectsApi, canary: str
+) -> None:
+    """The issue's VirtualService: the first route mirrors 5 % to the canary, then a header
+    route to the canary and a 90/10 split. Mirrors fire and forget, so the mirror is dropped
+    with the rest instead of refusing the whole change (as this flow did before)."""
+    mirroring = {
+        "name": "qa-team",
+        "match": [{"headers": {"x-team": {"exact": "qa"}}}],
+        "route": [dest("stable")],
+        "mirror": {"host": "rag-api", "subset": "canary"},
+        "mirrorPercentage": {"value": 5.0},
+    }
+    testers = {
+        "name": "testers",
+        "match": [{"headers": {"x-canary": {"exact": "true"}}}],
+        "route": [dest("canary")],
+    }
+    split = {"name": "split", "route": [dest("stable", 90), dest("canary", 10)]}
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        canary,
+        PLURAL,
+        "rag-api",
+        {"spec": {"http": [mirroring, testers, split]}},
+        _content_type="application/merge-patch+json",
+    )
+    rv_before = read_vs(custom, canary)["metadata"]["resourceVersion"]
+
+    report = canary_rollback("rag-api")
+
+    vs = read_vs(custom, canary)
+    assert vs["spec"]["http"] == [
+        {"name": "qa-team", "match": mirroring["match"], "route": [dest("stable")]},
+        {"name": "split", "route": [dest("stable", 100)]},
+    ]
+    assert all("mirror" not in r and "mirrors" not in r for r in vs["spec"]["http"])
+    assert int(vs["metadata"]["resourceVersion"]) == int(rv_before) + 1  # one patch
+    canary_deployment = apps.read_namespaced_deployment("rag-api-canary", canary)
+    assert canary_deployment.spec.replicas == 0
+    assert not canary_deployment.status.replicas
+    assert report.changed
+    assert "route http[0] qa-team: drop-canary-mirror" in report.details
+    assert "route http[1] testers: remove" in report.details
+    assert "route http[2] split: route-all-to-stable" in report.details
 
 
 def test_dry_run_changes_nothing(
