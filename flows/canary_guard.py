@@ -33,7 +33,7 @@ from playbook.guard import (
 from playbook.post_rollback import ProbeSettings
 from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import PrometheusSettings, load_decision_matrix
-from tasks.kubernetes import read_deployment_status
+from tasks.kubernetes import kubernetes_context, read_deployment_status
 from tasks.probes import probe_health, probe_urls
 from tasks.prometheus import query_instant, resolve_prometheus_url, single_series
 
@@ -111,6 +111,7 @@ def _value(url: str, query: str, settings: PrometheusSettings) -> float | None:
 def canary_guard(
     service: str,
     namespace: str | None = None,
+    environment: str | None = None,
     triggers: CanaryTriggers = PLAYBOOK_TRIGGERS,
     interval_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0,
     rate_window: str = "1m",
@@ -124,7 +125,9 @@ def canary_guard(
 
     Args:
         service: A service of the services file with a `canary` section.
-        namespace: Overrides the service's namespace.
+        namespace: The namespace of one of the service's environments.
+        environment: The service's environment in the services file (production, staging,
+            ...); its default one unless this or `namespace` names one.
         triggers: The automatic triggers (window 10 min, error rate 5 %, P99 500 ms).
         interval_seconds: Time between observations.
         rate_window: Rate window of the error-rate and P99 queries.
@@ -139,56 +142,59 @@ def canary_guard(
         RollbackRefusedError: a trigger fired while another rollback of the service ran.
     """
     logger = get_run_logger()
-    cfg = load_service(service, namespace)
-    if cfg.canary is None:
-        raise InvalidInputError(f"service {cfg.name!r} has no canary configured")
-    matrix = load_decision_matrix()
-    labels = metrics_service or cfg.name
-    queries = {
-        name: matrix.indicator(name).render(labels, rate_window)
-        for name in ("error_rate", "p99_latency")
-    }
-    prom = resolve_prometheus_url(prometheus_url)
-    health_url, _ = probe_urls(cfg, base_url)
-    probes = ProbeSettings()
+    cfg = load_service(service, namespace, environment)
+    with kubernetes_context(cfg.kube_context):
+        if cfg.canary is None:
+            raise InvalidInputError(f"service {cfg.name!r} has no canary configured")
+        matrix = load_decision_matrix()
+        labels = metrics_service or cfg.name
+        queries = {
+            name: matrix.indicator(name).render(labels, rate_window)
+            for name in ("error_rate", "p99_latency")
+        }
+        prom = resolve_prometheus_url(prometheus_url or cfg.prometheus_url)
+        health_url, _ = probe_urls(cfg, base_url)
+        probes = ProbeSettings()
 
-    started = time.monotonic()
-    observations = 0
-    while True:
-        elapsed = time.monotonic() - started
-        health, detail = _health(cfg, health_url, probes)
-        observation = CanaryObservation(
-            elapsed,
-            health,
-            detail,
-            _value(prom, queries["error_rate"], matrix.prometheus),
-            _value(prom, queries["p99_latency"], matrix.prometheus),
-        )
-        observations += 1
-        verdict = evaluate_canary(observation, triggers)
-        logger.info("canary %s/%s: %s", cfg.namespace, cfg.name, verdict.summary)
-        if verdict.rollback or verdict.window_over:
-            break
-        time.sleep(min(interval_seconds, max(triggers.window_seconds - elapsed, 0.0)))
+        started = time.monotonic()
+        observations = 0
+        while True:
+            elapsed = time.monotonic() - started
+            health, detail = _health(cfg, health_url, probes)
+            observation = CanaryObservation(
+                elapsed,
+                health,
+                detail,
+                _value(prom, queries["error_rate"], matrix.prometheus),
+                _value(prom, queries["p99_latency"], matrix.prometheus),
+            )
+            observations += 1
+            verdict = evaluate_canary(observation, triggers)
+            logger.info("canary %s/%s: %s", cfg.namespace, cfg.name, verdict.summary)
+            if verdict.rollback or verdict.window_over:
+                break
+            time.sleep(min(interval_seconds, max(triggers.window_seconds - elapsed, 0.0)))
 
-    rollback = None
-    outcome: Literal["passed"] | Action = "passed"
-    if verdict.rollback:
-        logger.warning("automatic rollback trigger(s): %s", verdict.summary)
-        rollback = guarded_rollback(
-            service=cfg.name,
-            procedure="canary_rollback",
-            namespace=namespace,
-            reason=f"canary guard: {verdict.summary}",
-            automatic=True,
-            max_per_hour=max_per_hour,
-            dry_run=dry_run,
+        rollback = None
+        outcome: Literal["passed"] | Action = "passed"
+        if verdict.rollback:
+            logger.warning("automatic rollback trigger(s): %s", verdict.summary)
+            rollback = guarded_rollback(
+                service=cfg.name,
+                procedure="canary_rollback",
+                environment=cfg.environment,
+                reason=f"canary guard: {verdict.summary}",
+                automatic=True,
+                max_per_hour=max_per_hour,
+                dry_run=dry_run,
+            )
+            outcome = rollback.action
+        result = CanaryGuardResult(
+            cfg.name, cfg.namespace, outcome, verdict, observations, rollback
         )
-        outcome = rollback.action
-    result = CanaryGuardResult(cfg.name, cfg.namespace, outcome, verdict, observations, rollback)
-    create_markdown_artifact(
-        result.to_markdown(),
-        key=f"canary-guard-{cfg.namespace}-{cfg.name}".lower(),
-        description=f"{outcome}: {verdict.summary}"[:500],
-    )
-    return result
+        create_markdown_artifact(
+            result.to_markdown(),
+            key=f"canary-guard-{cfg.namespace}-{cfg.name}".lower(),
+            description=f"{outcome}: {verdict.summary}"[:500],
+        )
+        return result

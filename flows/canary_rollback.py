@@ -45,6 +45,7 @@ def _version(status: RolloutStatus | None, container: str) -> str | None:
 def canary_rollback(
     service: str,
     namespace: str | None = None,
+    environment: str | None = None,
     dry_run: bool = False,
 ) -> RollbackReport:
     """Send all of a service's traffic to stable, mirror none to the canary, and scale the
@@ -52,7 +53,9 @@ def canary_rollback(
 
     Args:
         service: A service of the services file with a `canary` section.
-        namespace: Overrides the service's namespace.
+        namespace: The namespace of one of the service's environments.
+        environment: The service's environment in the services file (production, staging,
+            ...); its default one unless this or `namespace` names one.
         dry_run: Print the exact JSON patch and scale (validated by the API server), change
             nothing.
 
@@ -64,7 +67,7 @@ def canary_rollback(
         VerificationFailedError: traffic or stable pods are not as expected afterwards.
     """
     logger = get_run_logger()
-    cfg = load_service(service, namespace)
+    cfg = load_service(service, namespace, environment)
     with one_rollback_at_a_time(cfg, "canary-rollback", dry_run):
         if cfg.canary is None:
             raise InvalidInputError(f"service {cfg.name!r} has no canary configured")

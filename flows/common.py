@@ -21,12 +21,13 @@ from playbook.services import ServiceConfig
 from playbook.thresholds import load_decision_matrix
 from tasks.concurrency import ensure_service_lock, hold_service_lock, lock_name
 from tasks.followup import schedule_post_rollback_monitor
-from tasks.kubernetes import list_pods, read_error_logs, read_recent_events
+from tasks.kubernetes import kubernetes_context, list_pods, read_error_logs, read_recent_events
 
 
 @contextlib.contextmanager
 def one_rollback_at_a_time(cfg: ServiceConfig, what: str, dry_run: bool) -> Iterator[None]:
-    """Hold the service's lock while changing it; refuse at once if another rollback holds it.
+    """Act in the service's environment (its kubeconfig context) and hold the service's lock
+    while changing it; refuse at once if another rollback holds it.
 
     A dry run changes nothing and takes no lock. A rollback run inside `guarded_rollback`,
     which already holds the lock, goes on.
@@ -34,13 +35,14 @@ def one_rollback_at_a_time(cfg: ServiceConfig, what: str, dry_run: bool) -> Iter
     Raises:
         RollbackRefusedError: another rollback of the service is in progress (nothing changed).
     """
-    if dry_run:
-        yield
-        return
-    name = lock_name(cfg.namespace, cfg.name)
-    ensure_service_lock(name)
-    with hold_service_lock(name, f"{what} of {cfg.namespace}/{cfg.name}"):
-        yield
+    with kubernetes_context(cfg.kube_context):
+        if dry_run:
+            yield
+            return
+        name = lock_name(cfg.namespace, cfg.name)
+        ensure_service_lock(name)
+        with hold_service_lock(name, f"{what} of {cfg.namespace}/{cfg.name}"):
+            yield
 
 
 def follow_up(cfg: ServiceConfig, report: RollbackReport) -> RollbackReport:
@@ -59,6 +61,7 @@ def follow_up(cfg: ServiceConfig, report: RollbackReport) -> RollbackReport:
         since=datetime.now(UTC),
         rollback_id=str(run_id),
         namespace=cfg.namespace,
+        environment=cfg.environment,
         duration=timedelta(minutes=settings.duration_minutes),
         interval=timedelta(minutes=settings.interval_minutes),
         deployment=settings.deployment,

@@ -46,7 +46,7 @@ from tasks.concurrency import (
     read_rollback_ledger,
     record_automatic_rollback,
 )
-from tasks.kubernetes import read_rollout_origin
+from tasks.kubernetes import kubernetes_context, read_rollout_origin
 from tasks.notify import send_notification
 from tasks.prometheus import query_instant, resolve_prometheus_url, single_series
 
@@ -114,6 +114,8 @@ def guarded_rollback(
     service: str,
     procedure: Procedure = "kubernetes_rollback",
     namespace: str | None = None,
+    environment: str | None = None,
+    cluster: str | None = None,
     reason: str = "",
     automatic: bool = True,
     max_per_hour: Annotated[int, Field(ge=0, le=10)] = DEFAULT_MAX_AUTOMATIC_PER_HOUR,
@@ -134,7 +136,10 @@ def guarded_rollback(
     Args:
         service: A service of the services file.
         procedure: `kubernetes_rollback` (undo to the previous revision) or `canary_rollback`.
-        namespace: Overrides the service's namespace.
+        namespace: The namespace of one of the service's environments (an alert's label).
+        environment: The service's environment in the services file (production, staging,
+            ...); its default one unless this or `namespace` names one.
+        cluster: The `cluster` label of the alert, naming the environment's cluster.
         reason: Why (the alert's summary or the fired canary trigger); shown in reports.
         automatic: Started by automation; only automatic rollbacks count toward the cap.
         max_per_hour: The most automatic rollbacks of the service within an hour.
@@ -150,84 +155,101 @@ def guarded_rollback(
         RollbackRefusedError: another rollback of the service holds its lock (nothing changed).
     """
     logger = get_run_logger()
-    cfg = load_service(service, namespace)
-    ns = cfg.namespace
-    measured = load_decision_matrix().indicator(indicator) if indicator else None
-    lock = ensure_service_lock(lock_name(ns, cfg.name))
-    if lock.limit != 1:
-        logger.warning("concurrency limit %s allows %d runs, not 1", lock.name, lock.limit)
+    cfg = load_service(service, namespace, environment, cluster)
+    with kubernetes_context(cfg.kube_context):
+        ns = cfg.namespace
+        measured = load_decision_matrix().indicator(indicator) if indicator else None
+        lock = ensure_service_lock(lock_name(ns, cfg.name))
+        if lock.limit != 1:
+            logger.warning("concurrency limit %s allows %d runs, not 1", lock.name, lock.limit)
 
-    def stopped(action: Action, message: str, recent: int = 0) -> GuardedRollback:
-        logger.warning("%s", message)
+        def stopped(action: Action, message: str, recent: int = 0) -> GuardedRollback:
+            logger.warning("%s", message)
+            return _publish(
+                GuardedRollback(
+                    cfg.name,
+                    ns,
+                    procedure,
+                    action,
+                    message,
+                    automatic,
+                    reason,
+                    max_per_hour,
+                    recent,
+                )
+            )
+
+        recent = 0
+        with hold_service_lock(lock.name, f"rollback of {ns}/{cfg.name}"):
+            logger.info("holding %s: no other rollback of %s/%s runs now", lock.name, ns, cfg.name)
+            if alert_started_at is not None and procedure == "kubernetes_rollback":
+                origin = read_rollout_origin(ns, cfg.deployment)
+                age = judge_alert_age(origin, alert_started_at)
+                if age.stale:
+                    return stopped("stale", age.message)
+                logger.info("%s", age.message)
+                if recheck and measured is not None and origin.since is not None:
+                    check = recheck_indicator(cfg.name, measured, origin.since, cfg.prometheus_url)
+                    if not check.breaching:
+                        return stopped(
+                            "no_data" if check.breaching is None else "recovered", check.message
+                        )
+                    logger.info("%s", check.message)
+            if automatic and not dry_run:
+                ledger = ledger_name(ns, cfg.name)
+                entries = read_rollback_ledger(ledger)
+                now = now_utc()
+                decision = check_cap(entries, now, max_per_hour)
+                recent = len(decision.recent)
+                if not decision.allowed:
+                    send_notification(
+                        _capped_text(ns, cfg.name, reason, decision), notify_secret_block
+                    )
+                    return stopped(
+                        "capped",
+                        f"not rolled back: {decision.message}; a person was notified",
+                        recent,
+                    )
+                logger.info("%s; this is one more", decision.message)
+                record_automatic_rollback(
+                    ledger, entries, LedgerEntry(now, _run_id(), reason[:100])
+                )
+                recent += 1
+            run = kubernetes_rollback if procedure == "kubernetes_rollback" else canary_rollback
+            try:
+                report = run(service=cfg.name, environment=cfg.environment, dry_run=dry_run)
+            except RollbackRefusedError as exc:
+                if automatic and not dry_run:
+                    send_notification(_refused_text(ns, cfg.name, reason, exc), notify_secret_block)
+                return stopped(
+                    "refused", f"{exc}; a person was notified" if automatic else str(exc), recent
+                )
         return _publish(
             GuardedRollback(
-                cfg.name, ns, procedure, action, message, automatic, reason, max_per_hour, recent
+                cfg.name,
+                ns,
+                procedure,
+                "dry_run" if dry_run else "rolled_back",
+                report.outcome,
+                automatic,
+                reason,
+                max_per_hour,
+                recent,
+                report,
             )
         )
 
-    recent = 0
-    with hold_service_lock(lock.name, f"rollback of {ns}/{cfg.name}"):
-        logger.info("holding %s: no other rollback of %s/%s runs now", lock.name, ns, cfg.name)
-        if alert_started_at is not None and procedure == "kubernetes_rollback":
-            origin = read_rollout_origin(ns, cfg.deployment)
-            age = judge_alert_age(origin, alert_started_at)
-            if age.stale:
-                return stopped("stale", age.message)
-            logger.info("%s", age.message)
-            if recheck and measured is not None and origin.since is not None:
-                check = recheck_indicator(cfg.name, measured, origin.since)
-                if not check.breaching:
-                    return stopped(
-                        "no_data" if check.breaching is None else "recovered", check.message
-                    )
-                logger.info("%s", check.message)
-        if automatic and not dry_run:
-            ledger = ledger_name(ns, cfg.name)
-            entries = read_rollback_ledger(ledger)
-            now = now_utc()
-            decision = check_cap(entries, now, max_per_hour)
-            recent = len(decision.recent)
-            if not decision.allowed:
-                send_notification(_capped_text(ns, cfg.name, reason, decision), notify_secret_block)
-                return stopped(
-                    "capped", f"not rolled back: {decision.message}; a person was notified", recent
-                )
-            logger.info("%s; this is one more", decision.message)
-            record_automatic_rollback(ledger, entries, LedgerEntry(now, _run_id(), reason[:100]))
-            recent += 1
-        run = kubernetes_rollback if procedure == "kubernetes_rollback" else canary_rollback
-        try:
-            report = run(service=cfg.name, namespace=namespace, dry_run=dry_run)
-        except RollbackRefusedError as exc:
-            if automatic and not dry_run:
-                send_notification(_refused_text(ns, cfg.name, reason, exc), notify_secret_block)
-            return stopped(
-                "refused", f"{exc}; a person was notified" if automatic else str(exc), recent
-            )
-    return _publish(
-        GuardedRollback(
-            cfg.name,
-            ns,
-            procedure,
-            "dry_run" if dry_run else "rolled_back",
-            report.outcome,
-            automatic,
-            reason,
-            max_per_hour,
-            recent,
-            report,
-        )
-    )
 
-
-def recheck_indicator(service: str, indicator: Indicator, since: datetime) -> Recheck:
+def recheck_indicator(
+    service: str, indicator: Indicator, since: datetime, prometheus_url: str | None
+) -> Recheck:
     """Measure `indicator` now over the current revision's lifetime (at most its own window)."""
     matrix = load_decision_matrix()
     now = now_utc()
     window = lifetime_window(since, now, indicator.window)
     query = indicator.render(service, window)
     series = single_series(
-        query_instant(resolve_prometheus_url(), query, now, matrix.prometheus), query
+        query_instant(resolve_prometheus_url(prometheus_url), query, now, matrix.prometheus), query
     )
     value = float(series.iloc[0]) if len(series) else math.nan
     return judge_recheck(indicator, None if math.isnan(value) else value, window)

@@ -32,6 +32,7 @@ def image_rollback(
     service: str,
     target_version: str,
     namespace: str | None = None,
+    environment: str | None = None,
     container: str | None = None,
     dry_run: bool = False,
 ) -> RollbackReport:
@@ -40,7 +41,9 @@ def image_rollback(
     Args:
         service: A service of the services file (deployments/services.yaml).
         target_version: The image tag to run, e.g. v1.2.3.
-        namespace: Overrides the service's namespace.
+        namespace: The namespace of one of the service's environments.
+        environment: The service's environment in the services file (production, staging,
+            ...); its default one unless this or `namespace` names one.
         container: Overrides the service's container.
         dry_run: Print the exact patch (validated by the API server) and change nothing.
 
@@ -50,7 +53,7 @@ def image_rollback(
         RolloutFailedError: the rollout failed; the message names the pods' waiting reasons.
     """
     logger = get_run_logger()
-    cfg = load_service(service, namespace)
+    cfg = load_service(service, namespace, environment)
     with one_rollback_at_a_time(cfg, "image-rollback", dry_run):
         version = validate_version(target_version)
         ns, name = cfg.namespace, cfg.deployment

@@ -41,6 +41,7 @@ def _version(images: tuple[tuple[str, str], ...], container: str) -> str | None:
 def kubernetes_rollback(
     service: str,
     namespace: str | None = None,
+    environment: str | None = None,
     to_revision: int | None = None,
     dry_run: bool = False,
     force: bool = False,
@@ -54,7 +55,9 @@ def kubernetes_rollback(
 
     Args:
         service: A service of the services file (deployments/services.yaml).
-        namespace: Overrides the service's namespace.
+        namespace: The namespace of one of the service's environments.
+        environment: The service's environment in the services file (production, staging,
+            ...); its default one unless this or `namespace` names one.
         to_revision: The revision to return to; the previous one when None.
         dry_run: Print the exact patch (validated by the API server) and change nothing.
         force: Undo to the previous revision even within the service's `repeat_guard_minutes`
@@ -69,7 +72,7 @@ def kubernetes_rollback(
         VerificationFailedError: the rollout finished but pods are not ready.
     """
     logger = get_run_logger()
-    cfg = load_service(service, namespace)
+    cfg = load_service(service, namespace, environment)
     with one_rollback_at_a_time(cfg, "kubernetes-rollback", dry_run):
         ns, name = cfg.namespace, cfg.deployment
         watch = Stopwatch()

@@ -47,7 +47,7 @@ from playbook.recovery import (
 )
 from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import DecisionMatrix, Indicator, load_decision_matrix
-from tasks.kubernetes import read_deployment_status, read_error_logs
+from tasks.kubernetes import kubernetes_context, read_deployment_status, read_error_logs
 from tasks.notify import send_notification
 from tasks.prometheus import (
     MAX_POINTS_PER_QUERY,
@@ -281,6 +281,7 @@ def post_rollback_monitor(
     duration: timedelta = timedelta(minutes=30),
     interval: timedelta = timedelta(minutes=1),
     namespace: str | None = None,
+    environment: str | None = None,
     incident_start: datetime | None = None,
     prometheus_url: str | None = None,
     notify_secret_block: str | None = None,
@@ -293,7 +294,9 @@ def post_rollback_monitor(
         since: When the rollback completed (timezone-aware); evaluation starts one interval later.
         duration: How long to watch.
         interval: How often to evaluate.
-        namespace: Overrides the service's namespace.
+        namespace: The namespace of one of the service's environments.
+        environment: The service's environment in the services file (production, staging,
+            ...); its default one unless this or `namespace` names one.
         incident_start: When the incident began; the baseline ends there (estimated when None).
         prometheus_url: Prometheus base URL; `$ROLLBACK_FLOWS_PROMETHEUS_URL` when None.
         notify_secret_block: Secret block with the webhook URL; else
@@ -306,70 +309,80 @@ def post_rollback_monitor(
     """
     logger = get_run_logger()
     # check inputs
-    cfg = load_service(service, namespace)
-    start_at = _check_window(since, duration, interval)
-    if incident_start is not None and incident_start.tzinfo is None:
-        raise InvalidInputError("incident_start has no timezone")
-    matrix = load_decision_matrix()
-    settings = load_post_rollback(matrix).monitor
-    url = resolve_prometheus_url(prometheus_url)
-    clock = SystemClock()
-    total = int(duration / interval)
-    logger.info(
-        "monitoring %s in %s from %s for %s, every %s (%d evaluations)",
-        cfg.name, cfg.namespace, start_at.isoformat(), duration, interval, total,
-    )  # fmt: skip
+    cfg = load_service(service, namespace, environment)
+    with kubernetes_context(cfg.kube_context):
+        start_at = _check_window(since, duration, interval)
+        if incident_start is not None and incident_start.tzinfo is None:
+            raise InvalidInputError("incident_start has no timezone")
+        matrix = load_decision_matrix()
+        settings = load_post_rollback(matrix).monitor
+        url = resolve_prometheus_url(prometheus_url or cfg.prometheus_url)
+        clock = SystemClock()
+        total = int(duration / interval)
+        logger.info(
+            "monitoring %s in %s from %s for %s, every %s (%d evaluations)",
+            cfg.name, cfg.namespace, start_at.isoformat(), duration, interval, total,
+        )  # fmt: skip
 
-    # evaluate at each interval
-    progress = _Progress(total, f"monitoring {cfg.name} since {start_at:%H:%M:%S}")
+        # evaluate at each interval
+        progress = _Progress(total, f"monitoring {cfg.name} since {start_at:%H:%M:%S}")
 
-    def show(done: int, total: int, ev: Evaluation) -> None:
-        text = ", ".join(f"{n} {v.value}" for n, v in ev.verdicts)
-        logger.info("%s [%d/%d] %s", ev.at.strftime("%H:%M:%S"), done, total, text)
-        progress.update(done, f"{ev.at:%H:%M:%S}: {ev.verdict.value} ({text})")
+        def show(done: int, total: int, ev: Evaluation) -> None:
+            text = ", ".join(f"{n} {v.value}" for n, v in ev.verdicts)
+            logger.info("%s [%d/%d] %s", ev.at.strftime("%H:%M:%S"), done, total, text)
+            progress.update(done, f"{ev.at:%H:%M:%S}: {ev.verdict.value} ({text})")
 
-    try:
-        evaluations, outcomes, stopped_early, queries = monitor_window(
-            cfg, matrix, settings, url, start_at, duration, interval, incident_start, clock, show
+        try:
+            evaluations, outcomes, stopped_early, queries = monitor_window(
+                cfg,
+                matrix,
+                settings,
+                url,
+                start_at,
+                duration,
+                interval,
+                incident_start,
+                clock,
+                show,
+            )
+        except RollbackError as exc:  # e.g. Prometheus unreachable after retries: nobody watches
+            _escalate(
+                f"🚨 ESCALATION: monitoring of {cfg.name} after the rollback failed: {exc}",
+                notify_secret_block,
+            )
+            raise
+        logs = (
+            _scan_logs(cfg, start_at, clock.now())
+            if scan_logs
+            else LogFindings(False, (), "not scanned")
         )
-    except RollbackError as exc:  # e.g. Prometheus unreachable after retries: nobody watches
-        _escalate(
-            f"🚨 ESCALATION: monitoring of {cfg.name} after the rollback failed: {exc}",
-            notify_secret_block,
+        report = MonitorReport(
+            service=cfg.name,
+            namespace=cfg.namespace,
+            since=start_at,
+            until=start_at + duration,
+            evaluations=evaluations,
+            outcomes=outcomes,
+            verdict=overall_verdict(o.verdict for o in outcomes),
+            stopped_early=stopped_early,
+            queries=queries,
+            logs=logs,
         )
-        raise
-    logs = (
-        _scan_logs(cfg, start_at, clock.now())
-        if scan_logs
-        else LogFindings(False, (), "not scanned")
-    )
-    report = MonitorReport(
-        service=cfg.name,
-        namespace=cfg.namespace,
-        since=start_at,
-        until=start_at + duration,
-        evaluations=evaluations,
-        outcomes=outcomes,
-        verdict=overall_verdict(o.verdict for o in outcomes),
-        stopped_early=stopped_early,
-        queries=queries,
-        logs=logs,
-    )
 
-    # report
-    key = f"post-rollback-monitor-{cfg.name}"
-    create_table_artifact(
-        [o.row() for o in outcomes], key=f"{key}-verdict", description=report.summary()
-    )
-    create_markdown_artifact(report.to_markdown(), key=key, description=report.summary())
-    if not report.escalate:
-        logger.info("recovered: %s", report.summary())
-        return report
+        # report
+        key = f"post-rollback-monitor-{cfg.name}"
+        create_table_artifact(
+            [o.row() for o in outcomes], key=f"{key}-verdict", description=report.summary()
+        )
+        create_markdown_artifact(report.to_markdown(), key=key, description=report.summary())
+        if not report.escalate:
+            logger.info("recovered: %s", report.summary())
+            return report
 
-    # escalate
-    logger.error("escalating: %s", report.summary())
-    _escalate(report.escalation_text(), notify_secret_block)
-    raise VerificationFailedError(f"escalated after the rollback: {report.summary()}")
+        # escalate
+        logger.error("escalating: %s", report.summary())
+        _escalate(report.escalation_text(), notify_secret_block)
+        raise VerificationFailedError(f"escalated after the rollback: {report.summary()}")
 
 
 def _escalate(text: str, secret_block: str | None) -> None:

@@ -28,7 +28,7 @@ from playbook.post_rollback import ProbeSettings, load_post_rollback
 from playbook.rollout import PodState, validate_version
 from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import DecisionMatrix, Indicator, load_decision_matrix
-from tasks.kubernetes import list_pods, read_deployment_status
+from tasks.kubernetes import kubernetes_context, list_pods, read_deployment_status
 from tasks.probes import probe_health, probe_urls, probe_version
 from tasks.prometheus import query_instant, resolve_prometheus_url, single_series
 
@@ -83,6 +83,7 @@ def verify_rollback(
     service: str,
     expected_version: str,
     namespace: str | None = None,
+    environment: str | None = None,
     base_url: str | None = None,
     prometheus_url: str | None = None,
     window: str | None = None,
@@ -95,7 +96,9 @@ def verify_rollback(
     Args:
         service: A service of the services file.
         expected_version: The version the rollback went to, e.g. v1.2.3.
-        namespace: Overrides the service's namespace.
+        namespace: The namespace of one of the service's environments.
+        environment: The service's environment in the services file (production, staging,
+            ...); its default one unless this or `namespace` names one.
         base_url: Probe `<base_url>/health` and `/version` instead of the configured URLs.
         prometheus_url: Prometheus base URL; `$ROLLBACK_FLOWS_PROMETHEUS_URL` when None.
         window: Rate window of the error-rate and P99 queries (e.g. 1m).
@@ -106,59 +109,64 @@ def verify_rollback(
     """
     logger = get_run_logger()
     # check inputs
-    cfg = load_service(service, namespace)
-    validate_version(expected_version)
-    matrix = load_decision_matrix()
-    settings = load_post_rollback(matrix)
-    verification = settings.verification
-    health_url, version_url = probe_urls(cfg, base_url)
-    prom = resolve_prometheus_url(prometheus_url)
-    rate_window = window or verification.window
-    indicators = {name: matrix.indicator(name) for name in verification.indicators}
-    for indicator in indicators.values():
-        indicator.render(cfg.name, rate_window)  # a malformed window fails here
-    critical = set(verification.critical)
+    cfg = load_service(service, namespace, environment)
+    with kubernetes_context(cfg.kube_context):
+        validate_version(expected_version)
+        matrix = load_decision_matrix()
+        settings = load_post_rollback(matrix)
+        verification = settings.verification
+        health_url, version_url = probe_urls(cfg, base_url)
+        prom = resolve_prometheus_url(prometheus_url or cfg.prometheus_url)
+        rate_window = window or verification.window
+        indicators = {name: matrix.indicator(name) for name in verification.indicators}
+        for indicator in indicators.values():
+            indicator.render(cfg.name, rate_window)  # a malformed window fails here
+        critical = set(verification.critical)
 
-    # observe
-    at = datetime.now(UTC)
-    pods = _pods(cfg)
-    health = _probe(probe_health, health_url, settings.probes)
-    version = _probe(probe_version, version_url, settings.probes)
-    values = {
-        name: _indicator_value(prom, ind, cfg.name, rate_window, at, matrix)
-        for name, ind in indicators.items()
-    }
+        # observe
+        at = datetime.now(UTC)
+        pods = _pods(cfg)
+        health = _probe(probe_health, health_url, settings.probes)
+        version = _probe(probe_version, version_url, settings.probes)
+        values = {
+            name: _indicator_value(prom, ind, cfg.name, rate_window, at, matrix)
+            for name, ind in indicators.items()
+        }
 
-    # verify
-    checklist = Checklist(
-        (
-            *check_pods(pods, verification.min_pods, critical),
-            check_health(health, critical),
-            check_version(version, expected_version, critical),
-            *(
-                check_indicator(ind, verification.indicators[name], values[name], critical)
-                for name, ind in indicators.items()
-            ),
+        # verify
+        checklist = Checklist(
+            (
+                *check_pods(pods, verification.min_pods, critical),
+                check_health(health, critical),
+                check_version(version, expected_version, critical),
+                *(
+                    check_indicator(ind, verification.indicators[name], values[name], critical)
+                    for name, ind in indicators.items()
+                ),
+            )
         )
-    )
-    for result in checklist.results:
-        log = logger.info if result.passed else logger.warning
-        log(
-            "%s: %s (expected %s) %s", result.check, result.observed, result.expected, result.status
-        )
+        for result in checklist.results:
+            log = logger.info if result.passed else logger.warning
+            log(
+                "%s: %s (expected %s) %s",
+                result.check,
+                result.observed,
+                result.expected,
+                result.status,
+            )
 
-    # report
-    create_table_artifact(
-        checklist.rows(),
-        key=f"verify-rollback-{cfg.name}",
-        description=f"Verification of {cfg.namespace}/{cfg.deployment} at "
-        f"{expected_version}: {checklist.summary()}",
-    )
-    report = VerificationReport(cfg.name, cfg.namespace, expected_version, at, checklist)
-    if not checklist.passed:
-        raise VerificationFailedError(
-            f"verification of {cfg.name} in {cfg.namespace} at {expected_version} "
-            f"{checklist.summary()}"
+        # report
+        create_table_artifact(
+            checklist.rows(),
+            key=f"verify-rollback-{cfg.name}",
+            description=f"Verification of {cfg.namespace}/{cfg.deployment} at "
+            f"{expected_version}: {checklist.summary()}",
         )
-    logger.info("verification of %s passed: %s", cfg.name, checklist.summary())
-    return report
+        report = VerificationReport(cfg.name, cfg.namespace, expected_version, at, checklist)
+        if not checklist.passed:
+            raise VerificationFailedError(
+                f"verification of {cfg.name} in {cfg.namespace} at {expected_version} "
+                f"{checklist.summary()}"
+            )
+        logger.info("verification of %s passed: %s", cfg.name, checklist.summary())
+        return report

@@ -289,3 +289,68 @@ def record(
 def now_utc() -> datetime:
     """The current time, in UTC."""
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ReleaseCause:
+    """Whether the current revision's release is what broke the service."""
+
+    is_release: bool
+    message: str
+
+
+def judge_release_cause(
+    current_since: datetime,
+    now: datetime,
+    max_age: timedelta,
+    indicator: Indicator | None = None,
+    before: float | None = None,
+    window: str = "",
+) -> ReleaseCause:
+    """Roll back only for a recent release after which the indicator went bad.
+
+    The release is the cause when the current revision became current within `max_age` and,
+    when an indicator is named, that indicator was not critical over `window` before it
+    (`before`: its value then; None is no data, which cannot show it was healthy).
+    """
+    age = now - current_since
+    if age > max_age:
+        return ReleaseCause(
+            False,
+            f"not rolled back: the current revision has been current for {_span(age)}, longer "
+            f"than {_span(max_age)}; the alert is not about a recent release, the cause lies "
+            "elsewhere",
+        )
+    if indicator is None:
+        return ReleaseCause(True, f"the current revision is {_span(age)} old")
+    limit = indicator.condition(indicator.critical)
+    where = f"{indicator.title} over the {window} before the current revision became current"
+    if before is None or math.isnan(before):
+        return ReleaseCause(
+            False,
+            f"not rolled back: {where} has no data, so the release cannot be shown to be what "
+            "broke it",
+        )
+    if indicator.breaches(before, indicator.critical):
+        return ReleaseCause(
+            False,
+            f"not rolled back: {where} was already {indicator.format(before)} (critical "
+            f"{limit}): the release is not what broke it, the cause lies elsewhere",
+        )
+    return ReleaseCause(
+        True,
+        f"the current revision is {_span(age)} old and {where} was {indicator.format(before)}, "
+        f"not critical ({limit})",
+    )
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{days} d"] if days else []
+    parts += [f"{hours} h"] if hours else []
+    parts += [f"{minutes} min"] if minutes and not days else []
+    parts += [f"{seconds} s"] if not parts else []
+    return " ".join(parts)

@@ -137,7 +137,7 @@ class RolloutOrigin:
 
 
 def _when(at: datetime | None) -> str:
-    return at.astimezone(UTC).isoformat(timespec="seconds") if at else "unknown"
+    return at.astimezone(UTC).isoformat(timespec="milliseconds") if at else "unknown"
 
 
 def _time(value: object) -> datetime | None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from playbook.config_files import parse_yaml, read_config_text, validated
 from playbook.errors import InvalidInputError
@@ -87,11 +87,42 @@ class LogsConfig(_Frozen):
         return value
 
 
+class Environment(_Frozen):
+    """Where one environment of a service runs: its namespace and, for another cluster, how
+    to reach that cluster and its Prometheus."""
+
+    namespace: Label
+    context: str | None = Field(default=None, min_length=1)
+    """The kubeconfig context of this environment's cluster (the current context when None)."""
+    cluster: str | None = Field(default=None, min_length=1)
+    """The `cluster` label alerts from this environment carry, where they carry one."""
+    prometheus_url: AnyHttpUrl | None = None
+    """This environment's Prometheus (`$ROLLBACK_FLOWS_PROMETHEUS_URL` when None)."""
+
+    def describe(self, name: str) -> str:
+        """`staging (namespace staging, cluster eu-2)`."""
+        where = [f"namespace {self.namespace}"]
+        if self.cluster:
+            where.append(f"cluster {self.cluster}")
+        if self.context:
+            where.append(f"context {self.context}")
+        return f"{name} ({', '.join(where)})"
+
+
 class ServiceConfig(_Frozen):
-    """One service the playbook can roll back."""
+    """One service the playbook can roll back, in one of its environments.
+
+    In the file a service lists its `environments` (production, staging, ...), or gives a
+    single `namespace`, which is then its only environment. Loaded, it is resolved to one
+    environment (`environment`, the default one unless chosen): `namespace` is that
+    environment's namespace.
+    """
 
     name: Label
     namespace: Label
+    environments: dict[Label, Environment]
+    default_environment: Label
+    environment: Label
     deployment: ObjectName
     container: Label
     image_repository: str = Field(pattern=r"^[a-z0-9.:/_-]+$")
@@ -105,6 +136,106 @@ class ServiceConfig(_Frozen):
     """After this tool rolls the Deployment back, an undo to "the previous revision" within
     this time is refused (it would restore the version just removed) unless a revision is
     named or forced; 0 turns the guard off."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_environment(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        environments = raw.get("environments")
+        namespace = raw.get("namespace")
+        if not environments:
+            if namespace is None:
+                raise ValueError("a service needs `environments` (or a single `namespace`)")
+            environments = {str(namespace): {"namespace": namespace}}
+        if not isinstance(environments, dict):
+            raise ValueError("`environments` must map names to {namespace, context, ...}")
+        default = raw.get("default_environment") or next(iter(environments))
+        if default not in environments:
+            raise ValueError(
+                f"default_environment {default!r} is not among the environments "
+                f"({', '.join(environments)})"
+            )
+        chosen = raw.get("environment") or default
+        if chosen not in environments:
+            raise ValueError(f"environment {chosen!r} is not among {', '.join(environments)}")
+        body = environments[chosen]
+        expected = (
+            body.namespace if isinstance(body, Environment) else (body or {}).get("namespace")
+        )
+        if namespace is not None and raw.get("environments") and namespace != expected:
+            raise ValueError(
+                f"namespace {namespace!r} disagrees with environment {chosen!r} "
+                f"(namespace {expected!r}); give the namespaces in `environments` only"
+            )
+        return {
+            **raw,
+            "environments": environments,
+            "default_environment": default,
+            "environment": chosen,
+            "namespace": expected,
+        }
+
+    @property
+    def env(self) -> Environment:
+        """The environment this configuration acts in."""
+        return self.environments[self.environment]
+
+    @property
+    def kube_context(self) -> str | None:
+        """The kubeconfig context of this environment (the current one when None)."""
+        return self.env.context
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """This environment's Prometheus, if it has its own."""
+        return str(self.env.prometheus_url).rstrip("/") if self.env.prometheus_url else None
+
+    def in_environment(self, name: str) -> ServiceConfig:
+        """This service in environment `name`; unknown names fail clearly."""
+        if name not in self.environments:
+            raise InvalidInputError(
+                f"service {self.name} has no environment {name!r}; its environments: "
+                f"{self.known_environments()}"
+            )
+        env = self.environments[name]
+        return self.model_copy(update={"environment": name, "namespace": env.namespace})
+
+    def environment_for(self, namespace: str | None, cluster: str | None = None) -> str:
+        """The one environment with this namespace (and `cluster` label, when given).
+
+        Raises:
+            InvalidInputError: no environment, or several, match; nothing is chosen by default.
+        """
+        matches = [
+            name
+            for name, env in self.environments.items()
+            if (namespace is None or env.namespace == namespace)
+            and (cluster is None or env.cluster == cluster)
+        ]
+        wanted = " and ".join(
+            part
+            for part in (
+                f"namespace {namespace!r}" if namespace is not None else "",
+                f"cluster {cluster!r}" if cluster is not None else "",
+            )
+            if part
+        )
+        if not matches:
+            raise InvalidInputError(
+                f"service {self.name} has no environment with {wanted or 'no namespace'}; "
+                f"its environments: {self.known_environments()}"
+            )
+        if len(matches) > 1:
+            raise InvalidInputError(
+                f"{wanted} matches several environments of service {self.name} "
+                f"({', '.join(matches)}); name the environment (or the cluster)"
+            )
+        return matches[0]
+
+    def known_environments(self) -> str:
+        """Every environment with its namespace and cluster, for messages."""
+        return ", ".join(env.describe(name) for name, env in self.environments.items())
 
 
 class ServicesFile(_Frozen):
@@ -145,12 +276,34 @@ def load_services(path: Path | None = None) -> ServicesFile:
     return parse_services(text, source)
 
 
-def load_service(name: str | None, namespace: str | None = None) -> ServiceConfig:
-    """The configured service `name`, with its namespace overridden when one is given."""
+def load_service(
+    name: str | None,
+    namespace: str | None = None,
+    environment: str | None = None,
+    cluster: str | None = None,
+) -> ServiceConfig:
+    """The configured service `name` in one of its environments.
+
+    The environment is `environment`, else the one whose namespace (and `cluster` label) is
+    given, else the service's default one. A namespace or cluster that is no environment of
+    the service fails: a run acts only where the services file says the service runs.
+
+    Raises:
+        InvalidInputError: unknown service or environment, or no single environment matches.
+    """
     service = load_services().get(name)
-    if namespace is None:
+    if environment is not None:
+        chosen = service.in_environment(environment)
+        if namespace is not None and chosen.namespace != namespace:
+            raise InvalidInputError(
+                f"environment {environment!r} of {service.name} is namespace "
+                f"{chosen.namespace!r}, not {namespace!r}"
+            )
+        if cluster is not None and chosen.env.cluster != cluster:
+            raise InvalidInputError(
+                f"environment {environment!r} of {service.name} is not cluster {cluster!r}"
+            )
+        return chosen
+    if namespace is None and cluster is None:
         return service
-    try:
-        return ServiceConfig.model_validate({**service.model_dump(), "namespace": namespace})
-    except ValidationError as exc:
-        raise InvalidInputError(f"invalid namespace {namespace!r}: {exc}") from exc
+    return service.in_environment(service.environment_for(namespace, cluster))

@@ -33,8 +33,8 @@ from fastapi.responses import JSONResponse
 from prefect.client.orchestration import get_client
 from pydantic import SecretStr
 
-from playbook.errors import PermanentError, RollbackError, TransientError
-from playbook.services import ServicesFile
+from playbook.errors import InvalidInputError, PermanentError, RollbackError, TransientError
+from playbook.services import ServiceConfig, ServicesFile
 from receiver.alerts import Alert, InvalidPayload, WebhookPayload, idempotency_key, parse_payload
 from receiver.config import ReceiverConfig, Route
 from receiver.runs import PrefectRuns, RunRef
@@ -113,9 +113,10 @@ class Receiver:
         parameters = route.parameters_for(alert)
         try:
             service = self.services.get(str(parameters["service"]))
+            environment = _environment_of(service, parameters)
         except PermanentError as exc:
             return outcome(Action.REJECTED, str(exc), route=route.name)
-        namespace = str(parameters.get("namespace") or service.namespace)
+        namespace = service.environments[environment].namespace
         target = f"{namespace}/{service.name}"
         lock = self._service_locks.setdefault(target, asyncio.Lock())
         async with lock:
@@ -205,6 +206,26 @@ class Receiver:
             )
         except Exception as exc:  # best effort: the outcome stands without its event
             log.warning("could not record alert %s as a Prefect event: %s", key, exc)
+
+
+def _environment_of(service: ServiceConfig, parameters: dict[str, Any]) -> str:
+    """The environment an alert is about, from its `namespace` (and `cluster`) parameters.
+
+    Raises:
+        InvalidInputError: the alert names no namespace, or no single environment of the
+            service has that namespace and cluster; the alert starts nothing.
+    """
+    namespace, cluster = parameters.get("namespace"), parameters.get("cluster")
+    if not namespace:
+        raise InvalidInputError(
+            f"rejected: the alert names no namespace, so it names none of the environments of "
+            f"{service.name} ({service.known_environments()}); give the alert a `namespace` "
+            'label and its route `namespace: "{{ labels.namespace }}"`'
+        )
+    try:
+        return service.environment_for(str(namespace), str(cluster) if cluster else None)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"rejected: {exc}; nothing outside it is touched") from None
 
 
 def _duplicate(run: RunRef) -> tuple[Action, str]:

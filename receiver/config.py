@@ -5,7 +5,8 @@ and validated here. Routes are tried in order and the first whose `match` fits a
 labels wins, as in Alertmanager. A parameter whose value is exactly `{{ labels.NAME }}`,
 `{{ annotations.NAME }}` or `{{ alert.starts_at }}` / `{{ alert.fingerprint }}` /
 `{{ alert.status }}` takes that value from the alert; an alert without that label does not
-match the route.
+match the route, unless the placeholder ends in `| optional` (`{{ labels.cluster | optional }}`):
+then the parameter is left out.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from receiver.alerts import Alert
 ROUTES_ENV = "ROLLBACK_FLOWS_ALERT_ROUTES"
 DEFAULT_ROUTES_FILE = Path(__file__).resolve().parent.parent / "deployments" / "alert-routes.yaml"
 
-_PLACEHOLDER = re.compile(r"^\{\{\s*(labels|annotations|alert)\.([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}$")
+_PLACEHOLDER = re.compile(
+    r"^\{\{\s*(labels|annotations|alert)\.([a-zA-Z_][a-zA-Z0-9_]*)\s*(\|\s*optional\s*)?\}\}$"
+)
 DeploymentName = Annotated[str, Field(pattern=r"^[^/%&<>]+/[^/%&<>]+$")]
 
 
@@ -54,7 +57,8 @@ class Route(_Frozen):
 
     def parameters_for(self, alert: Alert) -> dict[str, Any]:
         """The flow-run parameters for `alert` (call only when `matches(alert)`)."""
-        return {name: _resolve(value, alert) for name, value in self.parameters.items()}
+        resolved = {name: _resolve(value, alert) for name, value in self.parameters.items()}
+        return {name: value for name, value in resolved.items() if value is not _LEFT_OUT}
 
 
 class ReceiverConfig(_Frozen):
@@ -80,6 +84,7 @@ class ReceiverConfig(_Frozen):
 
 
 _MISSING = object()
+_LEFT_OUT = object()
 
 
 def _resolve(value: Any, alert: Alert) -> Any:
@@ -88,15 +93,16 @@ def _resolve(value: Any, alert: Alert) -> Any:
     found = _PLACEHOLDER.match(value)
     if not found:
         return value
-    kind, name = found.groups()
+    kind, name, optional = found.groups()
+    missing = _LEFT_OUT if optional else _MISSING
     if kind == "alert":
         facts = {
             "starts_at": alert.starts_at.isoformat(),
             "fingerprint": alert.fingerprint,
             "status": alert.status,
         }
-        return facts.get(name, _MISSING)
-    return (alert.labels if kind == "labels" else alert.annotations).get(name, _MISSING)
+        return facts.get(name, missing)
+    return (alert.labels if kind == "labels" else alert.annotations).get(name, missing)
 
 
 def parse_config(text: str, source: str = "alert routes file") -> ReceiverConfig:

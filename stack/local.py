@@ -280,6 +280,7 @@ class LocalStack:
             simulator_port=self.ports.simulator,
             alertmanager_port=self.ports.alertmanager,
             rules_path=rules,
+            namespace=self.simulator_namespace,
         )
         return prometheus.start_prometheus(
             config, data_dir, self.ports.prometheus, self.dir / "logs" / "prometheus.log"

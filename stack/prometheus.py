@@ -53,8 +53,8 @@ class AlertThresholds:
     ndcg_critical: float = 0.6
 
 
-def error_ratio_expr(window: str, service: str | None = None) -> str:
-    """PromQL: share of 5xx responses over `window`, one series per service.
+def error_ratio_expr(window: str, service: str | None = None, by: str = "service") -> str:
+    """PromQL: share of 5xx responses over `window`, one series per `by` labels.
 
     Never an empty vector while the service is scraped (the simulator pre-creates the
     code="500" series); NaN when there was no traffic at all.
@@ -62,15 +62,15 @@ def error_ratio_expr(window: str, service: str | None = None) -> str:
     scope = _service_matchers(service)
     errors = _selector(*scope, 'code=~"5.."')
     return (
-        f"(sum by (service) (rate({REQUESTS_METRIC}{errors}[{window}]))"
-        f" / sum by (service) (rate({REQUESTS_METRIC}{_selector(*scope)}[{window}])))"
+        f"(sum by ({by}) (rate({REQUESTS_METRIC}{errors}[{window}]))"
+        f" / sum by ({by}) (rate({REQUESTS_METRIC}{_selector(*scope)}[{window}])))"
     )
 
 
-def p99_latency_expr(window: str, service: str | None = None) -> str:
-    """PromQL: P99 request duration in seconds over `window`, one series per service."""
+def p99_latency_expr(window: str, service: str | None = None, by: str = "service") -> str:
+    """PromQL: P99 request duration in seconds over `window`, one series per `by` labels."""
     buckets = f"{LATENCY_METRIC}_bucket{_selector(*_service_matchers(service))}"
-    return f"histogram_quantile(0.99, sum by (service, le) (rate({buckets}[{window}])))"
+    return f"histogram_quantile(0.99, sum by ({by}, le) (rate({buckets}[{window}])))"
 
 
 def _service_matchers(service: str | None) -> list[str]:
@@ -89,6 +89,7 @@ def render_prometheus_config(
     rules_path: Path,
     interval: str = "1s",
     service: str = SERVICE,
+    namespace: str = "production",
 ) -> Path:
     """Write `prometheus.yml`: scrape the simulator, evaluate `rules_path`, alert Alertmanager.
 
@@ -102,6 +103,7 @@ def render_prometheus_config(
         alertmanager_port=str(alertmanager_port),
         simulator_port=str(simulator_port),
         service=_yaml_string(service),
+        namespace=_yaml_string(namespace),
     )
 
 
@@ -121,8 +123,8 @@ def render_rules(
         "rules.yml",
         directory,
         for_duration=for_duration,
-        error_ratio=error_ratio_expr(rate_window),
-        p99_latency=p99_latency_expr(rate_window),
+        error_ratio=error_ratio_expr(rate_window, by="namespace, service"),
+        p99_latency=p99_latency_expr(rate_window, by="namespace, service"),
         error_ratio_warning=str(thresholds.error_ratio_warning),
         error_ratio_critical=str(thresholds.error_ratio_critical),
         error_ratio_warning_text=_percent(thresholds.error_ratio_warning),

@@ -50,6 +50,7 @@ def schedule_post_rollback_monitor(
     since: datetime,
     rollback_id: str,
     namespace: str | None = None,
+    environment: str | None = None,
     duration: timedelta = timedelta(minutes=30),
     interval: timedelta = timedelta(minutes=1),
     incident_start: datetime | None = None,
@@ -63,7 +64,8 @@ def schedule_post_rollback_monitor(
         service: The service of the services file.
         since: When the rollback completed (timezone-aware).
         rollback_id: Identifies the rollback, e.g. its flow run id; one follow-up per id.
-        namespace: Overrides the service's namespace.
+        namespace: The namespace of the service's environment.
+        environment: The service's environment in the services file.
         duration: How long to watch.
         interval: How often to evaluate.
         incident_start: When the incident began, for the baseline; estimated when None.
@@ -84,6 +86,8 @@ def schedule_post_rollback_monitor(
     }
     if namespace is not None:
         parameters["namespace"] = namespace
+    if environment is not None:
+        parameters["environment"] = environment
     if incident_start is not None:
         parameters["incident_start"] = incident_start.isoformat()
     run = cast(

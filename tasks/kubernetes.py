@@ -8,12 +8,15 @@ at this boundary, and only transient ones are retried.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -78,15 +81,35 @@ def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger(__name__)
 
 
+_context: ContextVar[str | None] = ContextVar("kubernetes_context", default=None)
+
+
+@contextlib.contextmanager
+def kubernetes_context(context: str | None) -> Iterator[None]:
+    """Every Kubernetes task called inside acts in the kubeconfig context `context`.
+
+    Like `kubectl --context`: a flow enters the context of the environment it acts in (None:
+    the kubeconfig's current context) once, and its tasks need not be told again.
+    """
+    token = _context.set(context)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
 def kube_client(
     kubeconfig: str | Path | None = None, context: str | None = None
 ) -> client.ApiClient:
     """An ApiClient for the cluster: this kubeconfig, `$KUBECONFIG`, in-cluster, or ~/.kube/config.
 
-    Clients are cached per kubeconfig file (and its modification time) and context.
+    The context is `context`, else the one entered with `kubernetes_context`, else the
+    kubeconfig's current one. Clients are cached per kubeconfig file (and its modification
+    time) and context.
     """
+    context = context or _context.get()
     chosen = kubeconfig or (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0] or None
-    in_cluster = chosen is None and "KUBERNETES_SERVICE_HOST" in os.environ
+    in_cluster = chosen is None and context is None and "KUBERNETES_SERVICE_HOST" in os.environ
     path = Path(chosen).expanduser() if chosen else Path("~/.kube/config").expanduser()
     key = (
         "<in-cluster>" if in_cluster else str(path),

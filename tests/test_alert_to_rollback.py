@@ -78,6 +78,7 @@ def pipeline(
                 simulator_port=local_stack.ports.simulator,
                 alertmanager_port=am_port,
                 rules_path=rules,
+                namespace=local_stack.simulator_namespace,
             )
             pids.append(
                 start_prometheus(prom_config, root / "prom-data", prom_port, root / "prom.log")

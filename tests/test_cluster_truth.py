@@ -13,9 +13,11 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 from cluster import (
     REPOSITORY,
     build_history,
@@ -32,6 +34,8 @@ from flows.guarded_rollback import guarded_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.guard import RollbackRefusedError
 from playbook.provenance import ROLLBACK_MARK_ANNOTATION, parse_mark
+from playbook.services import SERVICES_ENV
+from stack.cluster import Cluster
 from stack.config import bin_dir
 from stack.local import StackState
 from stack.prometheus import error_ratio_expr
@@ -255,3 +259,85 @@ def test_an_alert_that_no_longer_breaches_is_refused(
     assert "no longer critical" in late.message
     assert snapshot(apps, ns) == rolled_back
     assert len(read_rollback_ledger.fn(ledger_name(ns, "rag-api"))) == 1  # the first only
+
+
+@pytest.fixture(scope="module")
+def second_cluster(
+    local_stack: StackState, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """A second local cluster (its own control plane and KWOK nodes), deleted afterwards."""
+    root = tmp_path_factory.mktemp("second-cluster")
+    cluster = Cluster(f"second-{os.getpid()}", root / "kwok", root / "kubeconfig", bin_dir())
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.delete()
+
+
+def merged_kubeconfig(path: Path, *sources: str) -> dict[str, str]:
+    """One kubeconfig holding the contexts of `sources`; returns context name by source."""
+    merged: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", "preferences": {}}
+    contexts = {}
+    for source in sources:
+        config = yaml.safe_load(Path(source).read_text())
+        for key in ("clusters", "users", "contexts"):
+            merged.setdefault(key, []).extend(config[key])
+        contexts[source] = config["current-context"]
+    merged["current-context"] = contexts[sources[0]]
+    path.write_text(yaml.safe_dump(merged))
+    return contexts
+
+
+def test_an_alert_for_the_second_cluster_acts_only_there(
+    local_stack: StackState,
+    kube_api: client.ApiClient,
+    second_cluster: Cluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    contexts = merged_kubeconfig(kubeconfig, local_stack.kubeconfig, str(second_cluster.kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    services = tmp_path / "services.yaml"
+    services.write_text(
+        f"""
+default_service: rag-api
+services:
+  rag-api:
+    environments:
+      production: {{namespace: shop, cluster: one, context: {contexts[local_stack.kubeconfig]}}}
+      staging: {{namespace: shop, cluster: two, context: {contexts[str(second_cluster.kubeconfig)]}}}
+    deployment: rag-api
+    container: rag-api
+    image_repository: {REPOSITORY}
+    rollout_timeout_seconds: 60
+"""
+    )
+    monkeypatch.setenv(SERVICES_ENV, str(services))
+    other = second_cluster.api_client()
+    here, there = client.AppsV1Api(kube_api), client.AppsV1Api(other)
+    try:
+        for api in (kube_api, other):  # the same namespace and release in both clusters
+            client.CoreV1Api(api).create_namespace({"metadata": {"name": "shop"}})
+            build_history(client.AppsV1Api(api), "shop", [GOOD, BAD])
+        production = snapshot(here, "shop")
+        time.sleep(1.1)  # the API server records whole seconds
+        alert_started = datetime.now(UTC)
+
+        # the alert's labels: namespace shop, cluster two
+        result = guarded_rollback(
+            "rag-api", namespace="shop", cluster="two", alert_started_at=alert_started
+        )
+
+        assert result.action == "rolled_back", result.message
+        assert snapshot(there, "shop").image == f"{REPOSITORY}:{GOOD}"
+        assert replicasets_by_revision(there, "shop") == {
+            2: f"{REPOSITORY}:{BAD}",
+            3: f"{REPOSITORY}:{GOOD}",
+        }
+        assert snapshot(here, "shop") == production  # the other cluster: untouched, still bad
+    finally:
+        forget_rollbacks(ledger_name("shop", "rag-api"))
+        client.CoreV1Api(kube_api).delete_namespace("shop")
+        other.close()

@@ -62,6 +62,7 @@ def test_a_rollback_schedules_one_monitor_run(
     assert prefect_flow_name(monitor.flow_id) == "post-rollback-monitor"
     assert monitor.parameters["service"] == "rag-api"
     assert monitor.parameters["namespace"] == bad_release
+    assert monitor.parameters["environment"] == bad_release  # the services file's only one
     assert monitor.parameters["duration"] == "PT1M"
     assert any(monitor.name in detail for detail in report.details)
 

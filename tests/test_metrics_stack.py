@@ -405,7 +405,7 @@ def test_rendered_configs_are_valid(tmp_path: Path) -> None:
     scrape = yaml.safe_load(prometheus.read_text())["scrape_configs"][0]
     assert scrape["static_configs"][0] == {
         "targets": ["127.0.0.1:18000"],
-        "labels": {"service": "rag-api"},
+        "labels": {"service": "rag-api", "namespace": "production"},
     }
     receiver = yaml.safe_load(alertmanager.read_text())["receivers"][0]["webhook_configs"][0]
     assert receiver == {"url": "http://127.0.0.1:9/hook", "send_resolved": True}
@@ -607,8 +607,9 @@ def test_alertmanager_posts_the_alert_to_the_webhook(metrics_stack: MetricsStack
         "service": "rag-api",
     }
     alert = next(a for a in firing.body["alerts"] if a["labels"]["severity"] == "critical")
-    assert alert["labels"] == {
+    assert alert["labels"] == {  # the namespace names the environment it is about
         "alertname": "RollbackHighErrorRate",
+        "namespace": "production",
         "service": "rag-api",
         "severity": "critical",
     }

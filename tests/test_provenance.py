@@ -14,6 +14,7 @@ from playbook.guard import (
     RollbackRefusedError,
     duration_seconds,
     judge_recheck,
+    judge_release_cause,
     lifetime_window,
 )
 from playbook.provenance import (
@@ -228,3 +229,25 @@ def test_the_recheck_acts_only_on_a_critical_value_and_no_data_is_neither() -> N
     availability = load_decision_matrix().indicator("availability")
     assert judge_recheck(availability, 0.5, "42s").breaching is True
     assert judge_recheck(availability, 1.0, "42s").breaching is False
+
+
+def test_only_a_recent_release_after_which_the_indicator_went_bad_is_the_cause() -> None:
+    error_rate = load_decision_matrix().indicator("error_rate")
+    six_hours = timedelta(hours=6)
+    since = T0 - timedelta(minutes=20)
+    fresh = judge_release_cause(since, T0, six_hours, error_rate, 0.001, "5m")
+    assert fresh.is_release and "20 min old" in fresh.message and "0.1 %" in fresh.message
+    old = judge_release_cause(T0 - timedelta(days=3, hours=4), T0, six_hours, error_rate, 0.0, "5m")
+    assert not old.is_release
+    assert "current for 3 d 4 h, longer than 6 h" in old.message
+    assert "cause lies elsewhere" in old.message
+    before = judge_release_cause(since, T0, six_hours, error_rate, 0.07, "5m")
+    assert not before.is_release and "was already 7 %" in before.message
+    # a value exactly at the critical threshold is not above it: still healthy before
+    assert judge_release_cause(since, T0, six_hours, error_rate, 0.05, "5m").is_release
+    for missing in (None, math.nan):
+        unknown = judge_release_cause(since, T0, six_hours, error_rate, missing, "5m")
+        assert not unknown.is_release and "no data" in unknown.message
+    # without an indicator only the age counts; the boundary itself is still recent
+    assert judge_release_cause(T0 - six_hours, T0, six_hours).is_release
+    assert not judge_release_cause(T0 - six_hours - timedelta(seconds=1), T0, six_hours).is_release

@@ -4,8 +4,10 @@ session's Prefect server, whose worker executes the flow runs it creates."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +28,7 @@ from cluster import REPOSITORY, build_history, replicasets_by_revision, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
 from playbook.errors import InvalidInputError
@@ -37,7 +40,7 @@ from tasks.concurrency import forget_rollbacks, ledger_name
 
 GOOD, BAD = "v1.2.3", "v1.2.4"
 
-# The shipped routes, plus the namespace taken from a label so each test acts on its own.
+# The shipped routes' first two, with a small body limit.
 TEST_ROUTES = """
 token_secret: {block}
 max_body_bytes: 4096
@@ -47,7 +50,7 @@ routes:
     deployment: guarded-rollback/alert
     parameters:
       service: "{{{{ labels.service }}}}"
-      namespace: "{{{{ labels.namespace }}}}"
+      namespace: "{{{{ labels.namespace | optional }}}}"
       procedure: kubernetes_rollback
       reason: "{{{{ annotations.summary }}}}"
       alert_started_at: "{{{{ alert.starts_at }}}}"
@@ -56,7 +59,7 @@ routes:
     deployment: guarded-rollback/alert
     parameters:
       service: "{{{{ labels.service }}}}"
-      namespace: "{{{{ labels.namespace }}}}"
+      namespace: "{{{{ labels.namespace | optional }}}}"
       procedure: kubernetes_rollback
 """
 
@@ -111,6 +114,10 @@ def test_the_shipped_routes_send_critical_alerts_to_a_guarded_rollback() -> None
         "alert_started_at": "2026-11-26T23:21:31.906000+00:00",
         "indicator": "error_rate",
     }
+    # the alert's namespace and cluster labels, where it has them, say where to act
+    labelled = parse_payload(payload(namespace="staging", cluster="eu-2")).alerts[0]
+    assert route.parameters_for(labelled)["namespace"] == "staging"
+    assert route.parameters_for(labelled)["cluster"] == "eu-2"
     assert config.route_for(parse_payload(payload(severity="warning")).alerts[0]) is None
     unlabelled = copy.deepcopy(FIRING_SAMPLE)
     del unlabelled["alerts"][0]["labels"]["service"]
@@ -343,12 +350,64 @@ def now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+STAGING = "staging"  # an environment of rag-api in the stack's services file
+
+
 @pytest.fixture
-def bad_release(kube_api: client.ApiClient, namespace: str) -> Iterator[str]:
-    """rag-api in the test's namespace at revision 2 (bad) over revision 1 (good)."""
-    build_history(client.AppsV1Api(kube_api), namespace, [GOOD, BAD])
-    yield namespace
-    forget_rollbacks(ledger_name(namespace, "rag-api"))
+def bad_release(kube_api: client.ApiClient) -> Iterator[str]:
+    """rag-api in the staging environment at revision 2 (bad) over revision 1 (good)."""
+    core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
+    with contextlib.suppress(ApiException):
+        core.create_namespace({"metadata": {"name": STAGING}})
+    build_history(apps, STAGING, [GOOD, BAD])
+    yield STAGING
+    forget_rollbacks(ledger_name(STAGING, "rag-api"))
+    apps.delete_namespaced_deployment("rag-api", STAGING, propagation_policy="Foreground")
+    deadline = time.monotonic() + 30  # no history left behind for the next test
+    while apps.list_namespaced_replica_set(STAGING).items and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+@pytest.mark.stack
+def test_an_alert_for_no_environment_of_its_service_is_rejected(receiver: tuple[str, str]) -> None:
+    url, token = receiver
+    before = count_flow_runs()
+    response = post(url, token, payload(namespace="nowhere", starts_at=now()))
+    [outcome] = response.json()["alerts"]
+    assert outcome["action"] == "rejected"
+    assert "no environment with namespace 'nowhere'" in outcome["message"]
+    assert "production (namespace production), staging (namespace staging)" in outcome["message"]
+    [outcome] = post(url, token, payload(starts_at=now())).json()["alerts"]
+    assert outcome["action"] == "rejected" and "names no namespace" in outcome["message"]
+    assert count_flow_runs() == before
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(180)
+def test_a_staging_alert_never_touches_production(
+    receiver: tuple[str, str],
+    kube_api: client.ApiClient,
+    bad_release: str,
+    simulator_namespace: str,
+) -> None:
+    url, token = receiver
+    apps = client.AppsV1Api(kube_api)
+    build_history(apps, simulator_namespace, [GOOD, BAD])  # production runs the bad one too
+    production = snapshot(apps, simulator_namespace)
+
+    body = payload(namespace=STAGING, starts_at=now())
+    [outcome] = post(url, token, body).json()["alerts"]
+    assert outcome["action"] == "started", outcome
+    final = wait_final(outcome["flow_run_id"])
+    assert final.state is not None and final.state.is_completed(), final.state
+
+    assert snapshot(apps, STAGING).image == f"{REPOSITORY}:{GOOD}"
+    assert replicasets_by_revision(apps, STAGING) == {
+        2: f"{REPOSITORY}:{BAD}",
+        3: f"{REPOSITORY}:{GOOD}",
+    }
+    assert snapshot(apps, simulator_namespace) == production  # untouched: still bad, rev 2
+    forget_rollbacks(ledger_name(simulator_namespace, "rag-api"))
 
 
 @pytest.mark.stack

@@ -39,13 +39,80 @@ def test_unknown_service_names_the_known_ones() -> None:
         parse_services(MINIMAL).get("rag")
 
 
-def test_namespace_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+ENVIRONMENTS = """
+default_service: rag-api
+services:
+  rag-api:
+    default_environment: production
+    environments:
+      production: {namespace: shop, cluster: eu-1, context: prod}
+      staging: {namespace: shop, cluster: eu-2, context: stage, prometheus_url: "http://p:9090/"}
+      qa: {namespace: qa}
+    deployment: rag-api
+    container: rag-api
+    image_repository: ghcr.io/acme/rag-api
+"""
+
+
+def test_a_single_namespace_is_the_only_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "services.yaml"
     path.write_text(MINIMAL)
     monkeypatch.setenv(SERVICES_ENV, str(path))
-    assert load_service("rag-api", "it-abc").namespace == "it-abc"
-    with pytest.raises(InvalidInputError, match="invalid namespace"):
-        load_service("rag-api", "Not_A_Namespace")
+    rag = load_service("rag-api")
+    assert (rag.environment, rag.namespace, rag.kube_context) == ("production", "production", None)
+    assert load_service("rag-api", "production").environment == "production"
+    with pytest.raises(InvalidInputError, match="no environment with namespace 'it-abc'"):
+        load_service("rag-api", "it-abc")
+
+
+def test_the_environment_is_chosen_by_name_or_by_the_alerts_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "services.yaml"
+    path.write_text(ENVIRONMENTS)
+    monkeypatch.setenv(SERVICES_ENV, str(path))
+    assert load_service("rag-api").environment == "production"
+    staging = load_service("rag-api", environment="staging")
+    assert (staging.namespace, staging.kube_context) == ("shop", "stage")
+    assert staging.prometheus_url == "http://p:9090"
+    assert load_service("rag-api", "shop", cluster="eu-2").environment == "staging"
+    assert load_service("rag-api", "qa").environment == "qa"
+    # never a guess: one namespace in two clusters needs the cluster; unknown ones fail
+    with pytest.raises(InvalidInputError, match="matches several environments"):
+        load_service("rag-api", "shop")
+    with pytest.raises(
+        InvalidInputError, match="no environment with namespace 'shop' and cluster 'us-1'"
+    ):
+        load_service("rag-api", "shop", cluster="us-1")
+    with pytest.raises(InvalidInputError, match="no environment 'prod'"):
+        load_service("rag-api", environment="prod")
+    with pytest.raises(InvalidInputError, match="is namespace 'qa', not 'shop'"):
+        load_service("rag-api", "shop", environment="qa")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("default_environment: production", "default_environment: prod"),
+            "default_environment 'prod'",
+        ),
+        (("      qa: {namespace: qa}", "      qa: {namespace: Q_A}"), "namespace"),
+        (("      qa: {namespace: qa}", "      qa: {namespace: qa, colour: red}"), "colour"),
+        (
+            (
+                "    default_environment: production",
+                "    namespace: other\n    default_environment: production",
+            ),
+            "disagrees",
+        ),
+    ],
+)
+def test_invalid_environments_are_rejected(edit: tuple[str, str], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        parse_services(ENVIRONMENTS.replace(*edit))
 
 
 @pytest.mark.parametrize(
