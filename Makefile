@@ -6,18 +6,20 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := prometheus prometheus-alertmanager postgresql
+APT_PACKAGES := prometheus prometheus-alertmanager postgresql chromium
 PYTEST_ARGS ?=
 
 .PHONY: setup system-packages python binaries test lint stack-up stack-down stack-status demo clean
 
 setup: system-packages python binaries
 
-# Debian's Prometheus 2.42, Alertmanager 0.25 and PostgreSQL (the local Prefect server's
-# database); installed only when missing.
+# Debian's Prometheus 2.42, Alertmanager 0.25, PostgreSQL (the local Prefect server's
+# database) and Chromium (the browser test of the Prefect UI, driven by Playwright; no
+# browser download); installed only when missing.
 system-packages:
 	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
-		|| ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+		|| ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+		|| ! test -x /usr/bin/chromium; then \
 		echo "setup: installing $(APT_PACKAGES) from Debian"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
 	fi

@@ -12,10 +12,15 @@ IN_MEMORY_DATABASE = (
 )
 
 
-def server_env(home: Path, database_url: str, ui: bool) -> dict[str, str]:
-    """The environment of a local Prefect server process."""
+def server_env(home: Path, database_url: str, ui: bool, port: int) -> dict[str, str]:
+    """The environment of a local Prefect server process on 127.0.0.1:`port`."""
     return {
         "PREFECT_HOME": str(home),
+        # The UI asks /ui-settings where the API is; unset, the server answers the default
+        # port (4200), not its own, and the UI shows only "Oops. Something went wrong." (V1)
+        # or "Unable to connect to Prefect server" (V2). The canonical name of
+        # PREFECT_UI_API_URL, so that it wins over one inherited from the environment.
+        "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "true" if ui else "false",
@@ -37,7 +42,7 @@ def start_prefect_server(
         "prefect server",
         [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         log_path,
-        env=server_env(home, database, ui),
+        env=server_env(home, database, ui, port),
     )
     wait_until(
         "the Prefect server",

