@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from prefect import flow
@@ -25,18 +25,17 @@ from flows.canary_rollback import canary_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.guard import (
     DEFAULT_MAX_AUTOMATIC_PER_HOUR,
-    CapDecision,
     LedgerEntry,
-    Recheck,
     RollbackRefusedError,
     check_cap,
     judge_recheck,
+    judge_release_cause,
     lifetime_window,
     now_utc,
 )
 from playbook.provenance import judge_alert_age
 from playbook.report import RollbackReport
-from playbook.services import load_service
+from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import Indicator, load_decision_matrix
 from tasks.concurrency import (
     ensure_service_lock,
@@ -51,7 +50,9 @@ from tasks.notify import send_notification
 from tasks.prometheus import query_instant, resolve_prometheus_url, single_series
 
 Procedure = Literal["kubernetes_rollback", "canary_rollback"]
-Action = Literal["rolled_back", "capped", "stale", "recovered", "no_data", "refused", "dry_run"]
+Action = Literal[
+    "rolled_back", "capped", "stale", "recovered", "no_data", "not_release", "refused", "dry_run"
+]
 
 
 @dataclass(frozen=True)
@@ -90,22 +91,13 @@ def _run_id() -> str | None:
     return str(flow_run.id) if flow_run is not None else None
 
 
-def _refused_text(namespace: str, service: str, reason: str, error: Exception) -> str:
+def _not_performed_text(namespace: str, service: str, reason: str, why: str) -> str:
     return (
         f"🚨 Automatic rollback of {namespace}/{service} NOT performed\n\n"
         f"Reason for the rollback: {reason or 'not given'}\n"
-        f"Why not: {error}\n"
-        "Action: a person must decide (roll back to a named revision from the Prefect UI)."
-    )
-
-
-def _capped_text(namespace: str, service: str, reason: str, decision: CapDecision) -> str:
-    return (
-        f"🚨 Automatic rollback of {namespace}/{service} NOT performed\n\n"
-        f"Reason for the rollback: {reason or 'not given'}\n"
-        f"Why not: {decision.message}.\n"
-        "Action: nothing was changed in the cluster; a person must decide "
-        "(roll back by hand from the Prefect UI, or investigate the repeated failures)."
+        f"Why not: {why}\n"
+        "Action: nothing was changed in the cluster; a person must decide (investigate the "
+        "cause, or roll back to a named revision from the Prefect UI)."
     )
 
 
@@ -123,6 +115,7 @@ def guarded_rollback(
     alert_started_at: datetime | None = None,
     indicator: str | None = None,
     recheck: bool = True,
+    max_release_age_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 360,
     dry_run: bool = False,
 ) -> GuardedRollback:
     """Run a playbook rollback procedure for a service, guarded by its lock and hourly cap.
@@ -131,7 +124,9 @@ def guarded_rollback(
     alert that started before the Deployment's current revision became current (whoever made
     it: a person, CI, this tool) is about an older version and is refused as stale; and the
     alert's `indicator` is measured again over the current revision's lifetime only, so an
-    alert whose rate window still holds the previous version's errors does nothing.
+    alert whose rate window still holds the previous version's errors does nothing; and the
+    release must be the cause (recent, and the indicator not critical before it), else a
+    person is told and nothing changes.
 
     Args:
         service: A service of the services file.
@@ -148,6 +143,8 @@ def guarded_rollback(
         alert_started_at: When the triggering alert started (its `startsAt`).
         indicator: The decision-matrix indicator the alert is about (e.g. `error_rate`).
         recheck: Measure `indicator` again before acting; refuse unless still critical.
+        max_release_age_minutes: An alert is about a release only if the current revision
+            became current this recently (and `indicator` was not critical before it).
         dry_run: Passed to the procedure; a dry run is not counted.
 
     Raises:
@@ -183,18 +180,20 @@ def guarded_rollback(
         with hold_service_lock(lock.name, f"rollback of {ns}/{cfg.name}"):
             logger.info("holding %s: no other rollback of %s/%s runs now", lock.name, ns, cfg.name)
             if alert_started_at is not None and procedure == "kubernetes_rollback":
-                origin = read_rollout_origin(ns, cfg.deployment)
-                age = judge_alert_age(origin, alert_started_at)
-                if age.stale:
-                    return stopped("stale", age.message)
-                logger.info("%s", age.message)
-                if recheck and measured is not None and origin.since is not None:
-                    check = recheck_indicator(cfg.name, measured, origin.since, cfg.prometheus_url)
-                    if not check.breaching:
-                        return stopped(
-                            "no_data" if check.breaching is None else "recovered", check.message
+                refusal = check_the_alert(
+                    cfg,
+                    alert_started_at,
+                    measured if recheck else None,
+                    measured,
+                    timedelta(minutes=max_release_age_minutes),
+                )
+                if refusal is not None:
+                    if refusal.notify and automatic and not dry_run:
+                        send_notification(
+                            _not_performed_text(ns, cfg.name, reason, refusal.message),
+                            notify_secret_block,
                         )
-                    logger.info("%s", check.message)
+                    return stopped(refusal.action, refusal.message)
             if automatic and not dry_run:
                 ledger = ledger_name(ns, cfg.name)
                 entries = read_rollback_ledger(ledger)
@@ -203,7 +202,8 @@ def guarded_rollback(
                 recent = len(decision.recent)
                 if not decision.allowed:
                     send_notification(
-                        _capped_text(ns, cfg.name, reason, decision), notify_secret_block
+                        _not_performed_text(ns, cfg.name, reason, f"{decision.message}."),
+                        notify_secret_block,
                     )
                     return stopped(
                         "capped",
@@ -220,7 +220,9 @@ def guarded_rollback(
                 report = run(service=cfg.name, environment=cfg.environment, dry_run=dry_run)
             except RollbackRefusedError as exc:
                 if automatic and not dry_run:
-                    send_notification(_refused_text(ns, cfg.name, reason, exc), notify_secret_block)
+                    send_notification(
+                        _not_performed_text(ns, cfg.name, reason, str(exc)), notify_secret_block
+                    )
                 return stopped(
                     "refused", f"{exc}; a person was notified" if automatic else str(exc), recent
                 )
@@ -240,19 +242,62 @@ def guarded_rollback(
         )
 
 
-def recheck_indicator(
-    service: str, indicator: Indicator, since: datetime, prometheus_url: str | None
-) -> Recheck:
-    """Measure `indicator` now over the current revision's lifetime (at most its own window)."""
-    matrix = load_decision_matrix()
+@dataclass(frozen=True)
+class Refusal:
+    """Why an alert-started rollback does nothing, and whether a person must hear of it."""
+
+    action: Action
+    message: str
+    notify: bool
+
+
+def check_the_alert(
+    cfg: ServiceConfig,
+    alert_started_at: datetime,
+    recheck: Indicator | None,
+    indicator: Indicator | None,
+    max_release_age: timedelta,
+) -> Refusal | None:
+    """Whether the alert is about the revision that runs now, still holds, and is its doing.
+
+    From the cluster: an alert that started before the current revision became current is
+    stale. From Prometheus: `recheck` measured over the current revision's lifetime only must
+    still be critical; and the release must be the cause: recent (`max_release_age`), with
+    `indicator` not critical over the stretch before it. None when the rollback may go on.
+    """
+    logger = get_run_logger()
+    origin = read_rollout_origin(cfg.namespace, cfg.deployment)
+    age = judge_alert_age(origin, alert_started_at)
+    if age.stale or origin.since is None:
+        return Refusal("stale", age.message, notify=False)
+    logger.info("%s", age.message)
     now = now_utc()
-    window = lifetime_window(since, now, indicator.window)
-    query = indicator.render(service, window)
-    series = single_series(
-        query_instant(resolve_prometheus_url(prometheus_url), query, now, matrix.prometheus), query
+    if recheck is not None:
+        window = lifetime_window(origin.since, now, recheck.window)
+        check = judge_recheck(recheck, measure(cfg, recheck, window, now), window)
+        if check.breaching is None:
+            return Refusal("no_data", check.message, notify=True)
+        if not check.breaching:
+            return Refusal("recovered", check.message, notify=False)
+        logger.info("%s", check.message)
+    before = measure(cfg, indicator, indicator.window, origin.since) if indicator else None
+    cause = judge_release_cause(
+        origin.since, now, max_release_age, indicator, before, indicator.window if indicator else ""
     )
+    if not cause.is_release:
+        return Refusal("not_release", cause.message, notify=True)
+    logger.info("%s", cause.message)
+    return None
+
+
+def measure(cfg: ServiceConfig, indicator: Indicator, window: str, at: datetime) -> float | None:
+    """The indicator's value for the service over `window` up to `at` (None: no data)."""
+    matrix = load_decision_matrix()
+    query = indicator.render(cfg.name, window)
+    url = resolve_prometheus_url(cfg.prometheus_url)
+    series = single_series(query_instant(url, query, at, matrix.prometheus), query)
     value = float(series.iloc[0]) if len(series) else math.nan
-    return judge_recheck(indicator, None if math.isnan(value) else value, window)
+    return None if math.isnan(value) else value
 
 
 def _publish(result: GuardedRollback) -> GuardedRollback:

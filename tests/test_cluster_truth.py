@@ -35,10 +35,12 @@ from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.guard import RollbackRefusedError
 from playbook.provenance import ROLLBACK_MARK_ANNOTATION, parse_mark
 from playbook.services import SERVICES_ENV
+from playbook.thresholds import DEFAULT_MATRIX_FILE, MATRIX_ENV
 from stack.cluster import Cluster
 from stack.config import bin_dir
 from stack.local import StackState
 from stack.prometheus import error_ratio_expr
+from stack.sink import WebhookSink
 from tasks.concurrency import forget_rollbacks, ledger_name, read_rollback_ledger
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
@@ -341,3 +343,77 @@ services:
         forget_rollbacks(ledger_name("shop", "rag-api"))
         client.CoreV1Api(kube_api).delete_namespace("shop")
         other.close()
+
+
+@pytest.fixture
+def notifications(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
+    """A Slack-compatible webhook the flows notify, on loopback."""
+    sink = WebhookSink()
+    sink.start()
+    monkeypatch.setenv("ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL", f"{sink.url}/slack")
+    yield sink
+    sink.stop()
+
+
+def test_an_alert_on_a_revision_current_for_too_long_is_not_about_the_release(
+    apps: client.AppsV1Api, bad_release: str, notifications: WebhookSink
+) -> None:
+    ns = bad_release
+    time.sleep(2.5)  # the bad release has been current "for days"
+    before = snapshot(apps, ns)
+
+    result = guarded_rollback(
+        "rag-api",
+        reason="error rate",
+        alert_started_at=datetime.now(UTC),
+        max_release_age_minutes=1 / 60,
+    )
+
+    assert result.action == "not_release", result.message
+    assert "longer than 1 s" in result.message and "the cause lies elsewhere" in result.message
+    assert snapshot(apps, ns) == before
+    sent = notifications.wait_for(lambda d: d.path == "/slack", timeout=10)
+    assert f"Automatic rollback of {ns}/rag-api NOT performed" in sent.body["text"]
+    assert "longer than 1 s" in sent.body["text"]
+    assert read_rollback_ledger.fn(ledger_name(ns, "rag-api")) == ()
+
+
+def test_an_alert_whose_indicator_breached_before_the_release_is_not_rolled_back(
+    apps: client.AppsV1Api,
+    local_stack: StackState,
+    simulator_namespace: str,
+    notifications: WebhookSink,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ns = simulator_namespace
+    use_services(monkeypatch, tmp_path, ns)
+    forget_rollbacks(ledger_name(ns, "rag-api"))
+    # the decision matrix as shipped, with a 15 s error-rate window (5 min in production)
+    matrix = yaml.safe_load(DEFAULT_MATRIX_FILE.read_text())
+    matrix["indicators"]["error_rate"]["window"] = "15s"
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(matrix))
+    monkeypatch.setenv(MATRIX_ENV, str(tmp_path / "matrix.yaml"))
+    build_history(apps, ns, [GOOD, BAD])
+    eventually(
+        lambda: (error_ratio(local_stack.prometheus_url) or 0) > 0.1, 40, "the bad error ratio"
+    )
+    time.sleep(16)  # a whole window of the bad version's errors
+    # a new revision of the same bad version (a restart, a config-only release)
+    kubectl(local_stack, "rollout", "restart", "deployment/rag-api", "-n", ns)
+    wait_rolled_out(apps, ns, "rag-api")
+    time.sleep(1.1)
+    alert_started = datetime.now(UTC)
+    time.sleep(4)
+    before = snapshot(apps, ns)
+    assert before.image == f"{REPOSITORY}:{BAD}" and max(before.replicasets) == 3
+
+    result = guarded_rollback(
+        "rag-api", reason="error rate", alert_started_at=alert_started, indicator="error_rate"
+    )
+
+    assert result.action == "not_release", result.message
+    assert "before the current revision became current was already" in result.message
+    assert snapshot(apps, ns) == before  # revision 3 stays; nothing undone
+    sent = notifications.wait_for(lambda d: d.path == "/slack", timeout=10)
+    assert "the release is not what broke it" in sent.body["text"]

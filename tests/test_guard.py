@@ -279,6 +279,7 @@ def test_an_alert_older_than_the_last_automatic_rollback_does_not_undo_it_again(
     apps: client.AppsV1Api, bad_release: str, notifications: WebhookSink
 ) -> None:
     ns = bad_release
+    time.sleep(1.1)  # the API server records whole seconds
     alert_started = datetime.now(UTC)  # the bad release is older: the alert is about it
     first = guarded_rollback("rag-api", reason="error rate", alert_started_at=alert_started)
     assert first.action == "rolled_back"
