@@ -1,5 +1,6 @@
-"""Steps shared by the rollback flows: one rollback of a service at a time, verify the pods
-after a rollout, schedule the post-rollback monitor, publish the report."""
+"""Steps shared by the rollback flows: one rollback of a service at a time, keep a GitOps owner
+from reverting it, verify the pods after a rollout, schedule the post-rollback monitor,
+publish the report."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from playbook.errors import VerificationFailedError
+from playbook.guard import RollbackRefusedError
 from playbook.post_rollback import load_post_rollback
 from playbook.report import RollbackReport, Stopwatch, unready_pods
 from playbook.results import EventRecord, LogScan
@@ -21,6 +23,7 @@ from playbook.services import ServiceConfig
 from playbook.thresholds import load_decision_matrix
 from tasks.concurrency import ensure_service_lock, hold_service_lock, lock_name
 from tasks.followup import schedule_post_rollback_monitor
+from tasks.gitops import read_gitops_owner, suspend_gitops_owner
 from tasks.kubernetes import kubernetes_context, list_pods, read_error_logs, read_recent_events
 
 
@@ -43,6 +46,36 @@ def one_rollback_at_a_time(cfg: ServiceConfig, what: str, dry_run: bool) -> Iter
         ensure_service_lock(name)
         with hold_service_lock(name, f"{what} of {cfg.namespace}/{cfg.name}"):
             yield
+
+
+def keep_gitops_from_reverting(cfg: ServiceConfig, suspend: bool, dry_run: bool) -> tuple[str, ...]:
+    """Before any change: a GitOps owner (Argo CD, Flux) that would put the bad version back
+    is suspended when a person asked for it (`suspend`), else the rollback is refused.
+
+    Returns the lines the report carries (what owns the Deployment, what was suspended, and
+    the action item to resume it).
+
+    Raises:
+        RollbackRefusedError: an owner would revert the rollback and `suspend` is False;
+            nothing was changed.
+    """
+    logger = get_run_logger()
+    state = read_gitops_owner(cfg.namespace, cfg.deployment, cfg.argocd_namespace)
+    if state is None:
+        return ()
+    if not state.reverts:
+        line = f"{state.owner} owns the Deployment; {state.why}, so it does not revert this"
+        logger.info("%s", line)
+        return (line,)
+    if not suspend:
+        raise RollbackRefusedError(state.refusal())
+    if dry_run:
+        return (f"dry run: would suspend {state.owner} ({state.why}) before rolling back",)
+    if suspend_gitops_owner(state.owner):
+        logger.warning("suspended %s: %s", state.owner, state.action_item())
+        return (f"suspended {state.owner} ({state.why})", f"Action item: {state.action_item()}")
+    logger.warning("%s cannot be found; nothing to suspend", state.owner)
+    return (f"{state.owner} named by the Deployment cannot be found; nothing was suspended",)
 
 
 def follow_up(cfg: ServiceConfig, report: RollbackReport) -> RollbackReport:

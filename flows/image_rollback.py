@@ -13,6 +13,7 @@ from prefect.logging import get_run_logger
 
 from flows.common import (
     follow_up,
+    keep_gitops_from_reverting,
     one_rollback_at_a_time,
     publish_failure,
     publish_report,
@@ -35,6 +36,7 @@ def image_rollback(
     environment: str | None = None,
     container: str | None = None,
     dry_run: bool = False,
+    suspend_gitops: bool = False,
 ) -> RollbackReport:
     """Set a service's container image to `target_version` after confirming the tag exists.
 
@@ -46,6 +48,8 @@ def image_rollback(
             ...); its default one unless this or `namespace` names one.
         container: Overrides the service's container.
         dry_run: Print the exact patch (validated by the API server) and change nothing.
+        suspend_gitops: When an Argo CD Application or Flux Kustomization/HelmRelease would put
+            the old version back, suspend it first (it is never resumed by this flow).
 
     Raises:
         InvalidInputError: unknown service or container, malformed version (nothing changed).
@@ -62,6 +66,8 @@ def image_rollback(
 
         with watch.step("check status"):
             before = read_deployment_status(ns, name)
+        with watch.step("check GitOps owner"):
+            gitops = keep_gitops_from_reverting(cfg, suspend_gitops, dry_run)
         current_image = before.image_of(container_name)
         image = f"{cfg.image_repository}:{version}"
         if parse_image(current_image).repository != cfg.image_repository:
@@ -87,6 +93,7 @@ def image_rollback(
             outcome=f"dry run: would set {container_name}={image}",
             changed=False,
             dry_run=dry_run,
+            details=gitops,
         )
 
         if already:

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from flows.common import (
     follow_up,
+    keep_gitops_from_reverting,
     one_rollback_at_a_time,
     publish_failure,
     publish_report,
@@ -44,6 +45,7 @@ def kubernetes_rollback(
     environment: str | None = None,
     to_revision: int | None = None,
     dry_run: bool = False,
+    suspend_gitops: bool = False,
     force: bool = False,
 ) -> RollbackReport:
     """Roll a service's Deployment back to its previous revision, or to `to_revision`.
@@ -62,6 +64,8 @@ def kubernetes_rollback(
         dry_run: Print the exact patch (validated by the API server) and change nothing.
         force: Undo to the previous revision even within the service's `repeat_guard_minutes`
             after this tool's last rollback of it (which restores the version it removed).
+        suspend_gitops: When an Argo CD Application or Flux Kustomization/HelmRelease would put
+            the old version back, suspend it first (it is never resumed by this flow).
 
     Raises:
         InvalidInputError: unknown service, or a revision that does not exist (nothing changed).
@@ -90,6 +94,8 @@ def kubernetes_rollback(
             "; ".join(f"{r.number}: {dict(r.images).get(cfg.container)}" for r in history),
         )
 
+        with watch.step("check GitOps owner"):
+            gitops = keep_gitops_from_reverting(cfg, suspend_gitops, dry_run)
         with watch.step("undo"):
             undo = undo_deployment(
                 ns,
@@ -115,6 +121,7 @@ def kubernetes_rollback(
             outcome=f"dry run: {plan.summary}",
             changed=False,
             dry_run=dry_run,
+            details=gitops,
         )
         if dry_run:
             print(f"dry run: would {plan.summary}" if not plan.already_current else plan.summary)

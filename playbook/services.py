@@ -132,6 +132,8 @@ class ServiceConfig(_Frozen):
     health_url: AnyHttpUrl | None = None
     version_url: AnyHttpUrl | None = None
     rollout_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    argocd_namespace: Label = "argocd"
+    """Where Argo CD keeps its Applications (for a Deployment Argo CD tracks by label)."""
     repeat_guard_minutes: float = Field(default=60.0, ge=0, le=24 * 60)
     """After this tool rolls the Deployment back, an undo to "the previous revision" within
     this time is refused (it would restore the version just removed) unless a revision is
