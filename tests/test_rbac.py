@@ -1,16 +1,20 @@
-"""The least-privilege Role of deployments/kubernetes/rbac.yaml is enough to roll back, and no more."""
+"""The least-privilege Role of deployments/kubernetes/rbac.yaml is enough to roll back and to
+diagnose, and no more."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from cluster import REPOSITORY, build_history, snapshot, use_services
+from flow_runs import read_flow_run
 from kubernetes import client, config, utils
 from kubernetes.client.exceptions import ApiException
 
+from flows.diagnose_rollback import diagnose_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
 from stack.config import REPO_DIR
 from stack.local import StackState
@@ -90,3 +94,86 @@ def test_the_service_account_rolls_back_but_can_do_nothing_else(
     report = kubernetes_rollback("rag-api")
     assert report.changed
     assert snapshot(apps, namespace).image == f"{REPOSITORY}:v1.2.3"
+
+
+def test_the_service_account_diagnoses_but_cannot_list_secrets(
+    local_stack: StackState,
+    kube_api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stuck rollout (ImagePullBackOff) whose template names a pull secret that exists, one
+    that does not, and a ConfigMap: every read of the diagnosis is granted, nothing is
+    "cannot tell", and listing Secrets stays forbidden."""
+    apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "regcred"}, "stringData": {"token": "t0k3n"}}
+    )
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "rag-config"}})
+    body = {
+        "metadata": {"name": "rag-api", "labels": {"app": "rag-api"}},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "rag-api"}},
+            "template": {
+                "metadata": {"labels": {"app": "rag-api"}},
+                "spec": {
+                    "imagePullSecrets": [{"name": "regcred"}, {"name": "ghcr-pull"}],
+                    "containers": [
+                        {
+                            "name": "rag-api",
+                            "image": f"{REPOSITORY}:v1.2.5-pullfail",
+                            "ports": [{"name": "http", "containerPort": 8000}],
+                            "envFrom": [{"configMapRef": {"name": "rag-config"}}],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    apps.create_namespaced_deployment(namespace, body)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the three pods are created and stuck pulling
+        pods = core.list_namespaced_pod(namespace).items
+        waiting = [
+            p
+            for p in pods
+            for cs in p.status.container_statuses or []
+            if cs.state.waiting and cs.state.waiting.reason == "ImagePullBackOff"
+        ]
+        if len(waiting) == 3:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the pods never reached ImagePullBackOff")
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "rag-api"},
+            "spec": {"selector": {"app": "rag-api"}, "ports": [{"port": 80, "targetPort": "http"}]},
+        },
+    )
+    apply_rbac(kube_api, namespace)
+    kubeconfig = service_account_kubeconfig(local_stack, kube_api, tmp_path)
+    as_sa = config.new_client_from_config(config_file=str(kubeconfig))
+    with pytest.raises(ApiException) as denied:
+        client.CoreV1Api(as_sa).list_namespaced_secret(namespace)
+    assert denied.value.status == 403
+
+    use_services(monkeypatch, tmp_path, namespace)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    state = diagnose_rollback("rag-api", return_state=True)
+
+    record = read_flow_run(state)
+    assert record.state == "COMPLETED", state
+    markdown = str(record.one("markdown").data)
+    for refused in ("cannot tell", "access denied", "not read:", "HTTP 403", "forbidden"):
+        assert refused not in markdown
+    assert '## Rollout stuck in "Progressing": FOUND' in markdown
+    assert "| imagePullSecrets regcred | exists (only its existence was checked) | ok |" in markdown
+    assert f"| imagePullSecrets ghcr-pull | does not exist in {namespace} | problem |" in markdown
+    assert "| ConfigMap rag-config | exists (used by envFrom of rag-api) | ok |" in markdown
+    assert "| EndpointSlice rag-api-" in markdown
+    assert f"VirtualService {namespace}/rag-api does not exist" in markdown
+    assert "t0k3n" not in markdown
