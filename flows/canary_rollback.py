@@ -13,32 +13,23 @@ flow moves the traffic first and scales down second.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from flows.common import (
-    follow_up,
+from flows.rollback_steps import (
+    Settled,
+    container_version,
     one_rollback_at_a_time,
-    publish_failure,
-    publish_report,
-    verify_pods,
+    publish_dry_run,
+    wait_verify_and_report,
 )
-from playbook.errors import InvalidInputError, NotFoundError, RollbackError
+from playbook.errors import InvalidInputError, NotFoundError
 from playbook.report import RollbackReport, Stopwatch
 from playbook.results import patch_text
-from playbook.rollout import RolloutStatus, version_of
+from playbook.rollout import RolloutStatus
 from playbook.services import load_service
 from tasks.istio import read_virtual_service, remove_canary_routes, verify_traffic_to_stable
 from tasks.kubernetes import read_deployment_status, scale_deployment, wait_for_rollout
-
-
-def _version(status: RolloutStatus | None, container: str) -> str | None:
-    if status is None:
-        return None
-    image = dict(status.images).get(container)
-    return version_of(image) if image else None
 
 
 @flow(name="canary-rollback", log_prints=True)
@@ -120,8 +111,10 @@ def canary_rollback(
             service=cfg.name,
             namespace=ns,
             deployment=canary.deployment,
-            from_version=_version(canary_status, cfg.container),
-            to_version=_version(stable, cfg.container),
+            from_version=container_version(canary_status.images, cfg.container)
+            if canary_status
+            else None,
+            to_version=container_version(stable.images, cfg.container),
             change=change,
             outcome="dry run: " + ("; ".join(details) or "nothing to do"),
             changed=False,
@@ -129,43 +122,35 @@ def canary_rollback(
             details=tuple(details),
         )
         if dry_run:
-            print(f"dry run: would change:\n{change}" if change else "dry run: nothing to do")
-            return publish_report(
-                replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
+            return publish_dry_run(
+                report,
+                watch,
+                f"dry run: would change:\n{change}" if change else "dry run: nothing to do",
             )
 
-        changed = removal.applied or scale.applied
-        try:
+        def settle() -> Settled:
             if scale.exists:
                 with watch.step("wait for canary pods to go"):
                     wait_for_rollout(ns, canary.deployment, cfg.rollout_timeout_seconds)
-            with watch.step("verify traffic and stable pods"):
+            with watch.step("verify traffic"):
                 routes_after = verify_traffic_to_stable(
                     ns, canary.virtual_service, canary.stable_destination, canary.canary_destination
                 )
-                pods, events, logs = verify_pods(cfg, stable)
-        except RollbackError as exc:
-            publish_failure(report, exc, watch, changed=changed)
-            raise
-        outcome = (
-            "canary already rolled back: no route or mirror to the canary and no canary "
-            "replicas; nothing changed"
-            if nothing
-            else "canary rolled back: " + "; ".join(details)
-        )
-        return publish_report(
-            follow_up(
-                cfg,
-                replace(
-                    report,
-                    outcome=outcome,
-                    changed=changed,
-                    details=tuple(details) + tuple(f"now {r}" for r in routes_after.routes),
-                    durations=tuple(watch.steps),
-                    total_seconds=watch.total(),
-                    pods=pods,
-                    events=events,
-                    logs=logs,
-                ),
-            )
+            return Settled(stable, details=tuple(f"now {r}" for r in routes_after.routes))
+
+        def outcome(settled: Settled) -> str:
+            if nothing:
+                return (
+                    "canary already rolled back: no route to the canary and no canary "
+                    "replicas; nothing changed"
+                )
+            return "canary rolled back: " + "; ".join(details)
+
+        return wait_verify_and_report(
+            cfg,
+            report,
+            watch,
+            changed=removal.applied or scale.applied,
+            settle=settle,
+            outcome=outcome,
         )

@@ -20,7 +20,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from flows.common import one_rollback_at_a_time
+from flows.rollback_steps import one_rollback_at_a_time
 from playbook.checks import ProbeResult
 from playbook.diagnosis import (
     RESTARTED_AT_ANNOTATION,

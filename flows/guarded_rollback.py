@@ -23,6 +23,7 @@ from pydantic import Field
 
 from flows.canary_rollback import canary_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
+from flows.rollback_steps import one_rollback_at_a_time
 from playbook.guard import (
     DEFAULT_MAX_AUTOMATIC_PER_HOUR,
     LedgerEntry,
@@ -38,14 +39,11 @@ from playbook.report import RollbackReport
 from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import Indicator, load_decision_matrix
 from tasks.concurrency import (
-    ensure_service_lock,
-    hold_service_lock,
     ledger_name,
-    lock_name,
     read_rollback_ledger,
     record_automatic_rollback,
 )
-from tasks.kubernetes import kubernetes_context, read_rollout_origin
+from tasks.kubernetes import read_rollout_origin
 from tasks.notify import send_notification
 from tasks.prometheus import query_instant, resolve_prometheus_url, single_series
 
@@ -153,93 +151,87 @@ def guarded_rollback(
     """
     logger = get_run_logger()
     cfg = load_service(service, namespace, environment, cluster)
-    with kubernetes_context(cfg.kube_context):
-        ns = cfg.namespace
-        measured = load_decision_matrix().indicator(indicator) if indicator else None
-        lock = ensure_service_lock(lock_name(ns, cfg.name))
-        if lock.limit != 1:
-            logger.warning("concurrency limit %s allows %d runs, not 1", lock.name, lock.limit)
+    ns = cfg.namespace
+    measured = load_decision_matrix().indicator(indicator) if indicator else None
 
-        def stopped(action: Action, message: str, recent: int = 0) -> GuardedRollback:
-            logger.warning("%s", message)
-            return _publish(
-                GuardedRollback(
-                    cfg.name,
-                    ns,
-                    procedure,
-                    action,
-                    message,
-                    automatic,
-                    reason,
-                    max_per_hour,
-                    recent,
-                )
-            )
-
-        recent = 0
-        with hold_service_lock(lock.name, f"rollback of {ns}/{cfg.name}"):
-            logger.info("holding %s: no other rollback of %s/%s runs now", lock.name, ns, cfg.name)
-            if alert_started_at is not None and procedure == "kubernetes_rollback":
-                refusal = check_the_alert(
-                    cfg,
-                    alert_started_at,
-                    measured if recheck else None,
-                    measured,
-                    timedelta(minutes=max_release_age_minutes),
-                )
-                if refusal is not None:
-                    if refusal.notify and automatic and not dry_run:
-                        send_notification(
-                            _not_performed_text(ns, cfg.name, reason, refusal.message),
-                            notify_secret_block,
-                        )
-                    return stopped(refusal.action, refusal.message)
-            if automatic and not dry_run:
-                ledger = ledger_name(ns, cfg.name)
-                entries = read_rollback_ledger(ledger)
-                now = now_utc()
-                decision = check_cap(entries, now, max_per_hour)
-                recent = len(decision.recent)
-                if not decision.allowed:
-                    send_notification(
-                        _not_performed_text(ns, cfg.name, reason, f"{decision.message}."),
-                        notify_secret_block,
-                    )
-                    return stopped(
-                        "capped",
-                        f"not rolled back: {decision.message}; a person was notified",
-                        recent,
-                    )
-                logger.info("%s; this is one more", decision.message)
-                record_automatic_rollback(
-                    ledger, entries, LedgerEntry(now, _run_id(), reason[:100])
-                )
-                recent += 1
-            run = kubernetes_rollback if procedure == "kubernetes_rollback" else canary_rollback
-            try:
-                report = run(service=cfg.name, environment=cfg.environment, dry_run=dry_run)
-            except RollbackRefusedError as exc:
-                if automatic and not dry_run:
-                    send_notification(
-                        _not_performed_text(ns, cfg.name, reason, str(exc)), notify_secret_block
-                    )
-                return stopped(
-                    "refused", f"{exc}; a person was notified" if automatic else str(exc), recent
-                )
+    def stopped(action: Action, message: str, recent: int = 0) -> GuardedRollback:
+        logger.warning("%s", message)
         return _publish(
             GuardedRollback(
                 cfg.name,
                 ns,
                 procedure,
-                "dry_run" if dry_run else "rolled_back",
-                report.outcome,
+                action,
+                message,
                 automatic,
                 reason,
                 max_per_hour,
                 recent,
-                report,
             )
         )
+
+    recent = 0
+    with one_rollback_at_a_time(cfg, "guarded rollback", dry_run=False):
+        logger.info("holding the lock of %s/%s: no other rollback of it runs now", ns, cfg.name)
+        if alert_started_at is not None and procedure == "kubernetes_rollback":
+            refusal = check_the_alert(
+                cfg,
+                alert_started_at,
+                measured if recheck else None,
+                measured,
+                timedelta(minutes=max_release_age_minutes),
+            )
+            if refusal is not None:
+                if refusal.notify and automatic and not dry_run:
+                    send_notification(
+                        _not_performed_text(ns, cfg.name, reason, refusal.message),
+                        notify_secret_block,
+                    )
+                return stopped(refusal.action, refusal.message)
+        if automatic and not dry_run:
+            ledger = ledger_name(ns, cfg.name)
+            entries = read_rollback_ledger(ledger)
+            now = now_utc()
+            decision = check_cap(entries, now, max_per_hour)
+            recent = len(decision.recent)
+            if not decision.allowed:
+                send_notification(
+                    _not_performed_text(ns, cfg.name, reason, f"{decision.message}."),
+                    notify_secret_block,
+                )
+                return stopped(
+                    "capped",
+                    f"not rolled back: {decision.message}; a person was notified",
+                    recent,
+                )
+            logger.info("%s; this is one more", decision.message)
+            record_automatic_rollback(ledger, entries, LedgerEntry(now, _run_id(), reason[:100]))
+            recent += 1
+        run = kubernetes_rollback if procedure == "kubernetes_rollback" else canary_rollback
+        try:
+            report = run(service=cfg.name, environment=cfg.environment, dry_run=dry_run)
+        except RollbackRefusedError as exc:
+            if automatic and not dry_run:
+                send_notification(
+                    _not_performed_text(ns, cfg.name, reason, str(exc)), notify_secret_block
+                )
+            return stopped(
+                "refused", f"{exc}; a person was notified" if automatic else str(exc), recent
+            )
+    return _publish(
+        GuardedRollback(
+            cfg.name,
+            ns,
+            procedure,
+            "dry_run" if dry_run else "rolled_back",
+            report.outcome,
+            automatic,
+            reason,
+            max_per_hour,
+            recent,
+            report,
+        )
+    )
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,16 @@ the rollout → verify pods → markdown report.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from flows.common import (
-    follow_up,
+from flows.rollback_steps import (
+    Settled,
     keep_gitops_from_reverting,
     one_rollback_at_a_time,
-    publish_failure,
-    publish_report,
-    verify_pods,
+    publish_dry_run,
+    wait_verify_and_report,
 )
-from playbook.errors import RollbackError
 from playbook.report import RollbackReport, Stopwatch
 from playbook.results import patch_text
 from playbook.rollout import parse_image, set_image_patch, validate_version, version_of
@@ -109,45 +105,23 @@ def image_rollback(
         with watch.step("set image"):
             change = set_deployment_image(ns, name, container_name, image, change_cause, dry_run)
         if dry_run:
-            if report.change:
-                print(
-                    f"dry run: strategic-merge patch for Deployment {ns}/{name}:\n{report.change}"
-                )
-            else:
-                print(
-                    f"dry run: container {container_name} already runs {image}; nothing to change"
-                )
-            return publish_report(
-                replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
+            text = (
+                f"dry run: strategic-merge patch for Deployment {ns}/{name}:\n{report.change}"
+                if report.change
+                else f"dry run: container {container_name} already runs {image}; nothing to change"
             )
+            return publish_dry_run(report, watch, text)
 
-        try:
+        def settle() -> Settled:
             with watch.step("wait for rollout"):
                 after = wait_for_rollout(ns, name, cfg.rollout_timeout_seconds)
-            with watch.step("verify pods"):
-                pods, events, logs = verify_pods(cfg, after)
-        except RollbackError as exc:
-            publish_failure(report, exc, watch, changed=change.applied)
-            raise
-        outcome = (
-            f"{container_name} already runs {image}; nothing changed"
-            if change.already_current
-            else f"set {container_name} from {current_image} to {image} (revision {after.revision})"
-        )
-        return publish_report(
-            follow_up(
-                cfg,
-                replace(
-                    report,
-                    outcome=outcome,
-                    changed=change.applied,
-                    new_revision=after.revision,
-                    to_revision=after.revision,
-                    durations=tuple(watch.steps),
-                    total_seconds=watch.total(),
-                    pods=pods,
-                    events=events,
-                    logs=logs,
-                ),
-            )
+            return Settled(after, new_revision=after.revision, to_revision=after.revision)
+
+        def outcome(settled: Settled) -> str:
+            if change.already_current:
+                return f"{container_name} already runs {image}; nothing changed"
+            return f"set {container_name} from {current_image} to {image} (revision {settled.new_revision})"
+
+        return wait_verify_and_report(
+            cfg, report, watch, changed=change.applied, settle=settle, outcome=outcome
         )

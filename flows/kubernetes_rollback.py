@@ -6,24 +6,20 @@ pods, events and logs → markdown report.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from flows.common import (
-    follow_up,
+from flows.rollback_steps import (
+    Settled,
+    container_version,
     keep_gitops_from_reverting,
     one_rollback_at_a_time,
-    publish_failure,
-    publish_report,
-    verify_pods,
+    publish_dry_run,
+    wait_verify_and_report,
 )
-from playbook.errors import RollbackError
 from playbook.report import RollbackReport, Stopwatch
 from playbook.results import patch_text
-from playbook.rollout import version_of
 from playbook.services import load_service
 from tasks.kubernetes import (
     read_deployment_status,
@@ -31,11 +27,6 @@ from tasks.kubernetes import (
     undo_deployment,
     wait_for_rollout,
 )
-
-
-def _version(images: tuple[tuple[str, str], ...], container: str) -> str | None:
-    image = dict(images).get(container)
-    return version_of(image) if image else None
 
 
 @flow(name="kubernetes-rollback", log_prints=True)
@@ -113,8 +104,8 @@ def kubernetes_rollback(
             service=cfg.name,
             namespace=ns,
             deployment=name,
-            from_version=_version(before.images, cfg.container),
-            to_version=_version(plan.target.images, cfg.container),
+            from_version=container_version(before.images, cfg.container),
+            to_version=container_version(plan.target.images, cfg.container),
             from_revision=plan.current_revision,
             to_revision=plan.target.number,
             change=change,
@@ -124,41 +115,25 @@ def kubernetes_rollback(
             details=gitops,
         )
         if dry_run:
-            print(f"dry run: would {plan.summary}" if not plan.already_current else plan.summary)
+            text = f"dry run: would {plan.summary}" if not plan.already_current else plan.summary
             if change:
-                print(f"JSON patch for Deployment {ns}/{name}:\n{change}")
-            return publish_report(
-                replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
-            )
+                text += f"\nJSON patch for Deployment {ns}/{name}:\n{change}"
+            return publish_dry_run(report, watch, text)
 
-        try:
+        def settle() -> Settled:
             with watch.step("wait for rollout"):
                 after = wait_for_rollout(ns, name, cfg.rollout_timeout_seconds)
-            with watch.step("verify pods"):
-                pods, events, logs = verify_pods(cfg, after)
-        except RollbackError as exc:
-            publish_failure(report, exc, watch, changed=undo.applied)
-            raise
-        outcome = (
-            plan.summary
-            if plan.already_current
-            else f"rolled back from revision {plan.current_revision} to revision "
-            f"{plan.target.number} (now revision {after.revision})"
-            + (" by an earlier attempt of this flow run" if undo.resumed else "")
-        )
-        return publish_report(
-            follow_up(
-                cfg,
-                replace(
-                    report,
-                    outcome=outcome,
-                    changed=undo.applied,
-                    new_revision=after.revision,
-                    durations=tuple(watch.steps),
-                    total_seconds=watch.total(),
-                    pods=pods,
-                    events=events,
-                    logs=logs,
-                ),
+            return Settled(after, new_revision=after.revision)
+
+        def outcome(settled: Settled) -> str:
+            if plan.already_current:
+                return plan.summary
+            return (
+                f"rolled back from revision {plan.current_revision} to revision "
+                f"{plan.target.number} (now revision {settled.new_revision})"
+                + (" by an earlier attempt of this flow run" if undo.resumed else "")
             )
+
+        return wait_verify_and_report(
+            cfg, report, watch, changed=undo.applied, settle=settle, outcome=outcome
         )

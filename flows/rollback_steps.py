@@ -1,24 +1,28 @@
-"""Steps shared by the rollback flows: one rollback of a service at a time, keep a GitOps owner
-from reverting it, verify the pods after a rollout, schedule the post-rollback monitor,
-publish the report."""
+"""Steps every rollback procedure shares, in the order it takes them.
+
+one rollback of a service at a time (its lock, in its environment's cluster) → keep a GitOps
+owner from reverting the change → (the procedure's own check and change) → the shared ending:
+wait for the change to settle, verify the serving pods, schedule the post-rollback monitor,
+publish the report (`wait_verify_and_report`; a dry run ends in `publish_dry_run`).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from playbook.errors import VerificationFailedError
+from playbook.errors import RollbackError, VerificationFailedError
 from playbook.guard import RollbackRefusedError
 from playbook.post_rollback import load_post_rollback
 from playbook.report import RollbackReport, Stopwatch, unready_pods
 from playbook.results import EventRecord, LogScan
-from playbook.rollout import PodState, RolloutStatus
+from playbook.rollout import PodState, RolloutStatus, version_of
 from playbook.services import ServiceConfig
 from playbook.thresholds import load_decision_matrix
 from tasks.concurrency import ensure_service_lock, hold_service_lock, lock_name
@@ -147,6 +151,70 @@ def verify_pods(
         )
     logger.info("%d pod(s) running and ready", sum(1 for p in pods if p.ready))
     return pods, events, logs
+
+
+def container_version(images: tuple[tuple[str, str], ...], container: str) -> str | None:
+    """The version (image tag) a pod template runs in `container`, if it has that container."""
+    image = dict(images).get(container)
+    return version_of(image) if image else None
+
+
+def publish_dry_run(report: RollbackReport, watch: Stopwatch, text: str) -> RollbackReport:
+    """The ending of a dry run: print the exact change it would make, publish the report."""
+    print(text)
+    return publish_report(
+        replace(report, durations=tuple(watch.steps), total_seconds=watch.total())
+    )
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What a procedure's change came to once it took effect."""
+
+    status: RolloutStatus
+    """The Deployment whose pods now serve (verified next)."""
+    new_revision: int | None = None
+    to_revision: int | None = None
+    details: tuple[str, ...] = ()
+
+
+def wait_verify_and_report(
+    cfg: ServiceConfig,
+    report: RollbackReport,
+    watch: Stopwatch,
+    *,
+    changed: bool,
+    settle: Callable[[], Settled],
+    outcome: Callable[[Settled], str],
+) -> RollbackReport:
+    """The ending every rollback procedure shares, once its change is made.
+
+    `settle` waits for the change to take effect and checks what only that procedure can;
+    then the serving pods are verified (playbook step 4). A failure publishes the report
+    naming the error and re-raises; success schedules the post-rollback monitor and publishes
+    the report with `outcome`.
+    """
+    try:
+        settled = settle()
+        with watch.step("verify pods"):
+            pods, events, logs = verify_pods(cfg, settled.status)
+    except RollbackError as exc:
+        publish_failure(report, exc, watch, changed=changed)
+        raise
+    done = replace(
+        report,
+        outcome=outcome(settled),
+        changed=changed,
+        new_revision=settled.new_revision,
+        to_revision=settled.to_revision or report.to_revision,
+        details=(*report.details, *settled.details),
+        durations=tuple(watch.steps),
+        total_seconds=watch.total(),
+        pods=pods,
+        events=events,
+        logs=logs,
+    )
+    return publish_report(follow_up(cfg, done))
 
 
 def publish_failure(
