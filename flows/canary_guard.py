@@ -9,7 +9,6 @@ observed values. At the end of the window a health check that still fails is a t
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,7 +34,7 @@ from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import PrometheusSettings, load_decision_matrix
 from tasks.kubernetes import kubernetes_context, read_deployment_status
 from tasks.probes import probe_health, probe_urls
-from tasks.prometheus import query_instant, resolve_prometheus_url, single_series
+from tasks.prometheus import read_value, resolve_prometheus_url
 
 PLAYBOOK_TRIGGERS = CanaryTriggers()
 """The playbook's automatic triggers: 10 min window, error rate > 5 %, P99 > 500 ms."""
@@ -101,10 +100,7 @@ def _health(cfg: ServiceConfig, health_url: str, settings: ProbeSettings) -> tup
 
 
 def _value(url: str, query: str, settings: PrometheusSettings) -> float | None:
-    frame = query_instant(url, query, datetime.now(UTC), settings)
-    series = single_series(frame, query)
-    value = float(series.iloc[0]) if len(series) else math.nan
-    return None if math.isnan(value) else value
+    return read_value(url, query, datetime.now(UTC), settings)
 
 
 @flow(name="canary-guard", log_prints=True)

@@ -7,7 +7,6 @@ overall level → a table artifact. CRITICAL means the playbook says roll back.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -17,7 +16,7 @@ from prefect.logging import get_run_logger
 
 from playbook.services import load_service
 from playbook.thresholds import Classification, Level, MatrixResult, load_decision_matrix
-from tasks.prometheus import query_instant, resolve_prometheus_url, single_series
+from tasks.prometheus import read_value, resolve_prometheus_url
 
 
 @dataclass(frozen=True)
@@ -71,9 +70,7 @@ def evaluate_release(
     values: dict[str, float | None] = {}
     for name, indicator in matrix.indicators.items():
         query = indicator.render(cfg.name, window)
-        series = single_series(query_instant(url, query, when, matrix.prometheus), query)
-        value = float(series.iloc[0]) if len(series) else math.nan
-        values[name] = None if math.isnan(value) else value
+        values[name] = read_value(url, query, when, matrix.prometheus)
     result = matrix.classify(values)
     evaluation = ReleaseEvaluation(cfg.name, when, result.level, result.classifications)
     for c in evaluation.classifications:

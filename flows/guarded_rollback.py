@@ -10,7 +10,6 @@ it: notify a person, change nothing) → record this one → run the playbook pr
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
@@ -45,7 +44,7 @@ from tasks.concurrency import (
 )
 from tasks.kubernetes import read_rollout_origin
 from tasks.notify import send_notification
-from tasks.prometheus import query_instant, resolve_prometheus_url, single_series
+from tasks.prometheus import read_value, resolve_prometheus_url
 
 Procedure = Literal["kubernetes_rollback", "canary_rollback"]
 Action = Literal[
@@ -287,9 +286,7 @@ def measure(cfg: ServiceConfig, indicator: Indicator, window: str, at: datetime)
     matrix = load_decision_matrix()
     query = indicator.render(cfg.name, window)
     url = resolve_prometheus_url(cfg.prometheus_url)
-    series = single_series(query_instant(url, query, at, matrix.prometheus), query)
-    value = float(series.iloc[0]) if len(series) else math.nan
-    return None if math.isnan(value) else value
+    return read_value(url, query, at, matrix.prometheus)
 
 
 def _publish(result: GuardedRollback) -> GuardedRollback:

@@ -51,8 +51,8 @@ from tasks.kubernetes import kubernetes_context, read_deployment_status, read_er
 from tasks.notify import send_notification
 from tasks.prometheus import (
     MAX_POINTS_PER_QUERY,
-    query_instant,
     query_range,
+    read_value,
     resolve_prometheus_url,
     single_series,
 )
@@ -151,11 +151,8 @@ def _baseline(
 def _at(
     url: str, matrix: DecisionMatrix, query: str, at: datetime, counter: _Counter
 ) -> float | None:
-    frame = query_instant(url, query, at, matrix.prometheus)
     counter.queries += 1
-    series = single_series(frame, query)
-    value = float(series.iloc[0]) if len(series) else math.nan
-    return None if math.isnan(value) else value
+    return read_value(url, query, at, matrix.prometheus)
 
 
 def _scan_logs(cfg: ServiceConfig, since: datetime, now: datetime) -> LogFindings:

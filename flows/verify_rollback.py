@@ -6,7 +6,6 @@ checklist → table artifact; the run fails when a critical check fails or has n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import DecisionMatrix, Indicator, load_decision_matrix
 from tasks.kubernetes import kubernetes_context, list_pods, read_deployment_status
 from tasks.probes import probe_health, probe_urls, probe_version
-from tasks.prometheus import query_instant, resolve_prometheus_url, single_series
+from tasks.prometheus import read_value, resolve_prometheus_url
 
 
 @dataclass(frozen=True)
@@ -71,11 +70,9 @@ def _indicator_value(
 ) -> float | str | None:
     query = indicator.render(service, window)
     try:
-        series = single_series(query_instant(url, query, at, matrix.prometheus), query)
+        return read_value(url, query, at, matrix.prometheus)
     except RollbackError as exc:
         return f"query failed: {exc}"
-    value = float(series.iloc[0]) if len(series) else math.nan
-    return None if math.isnan(value) else value
 
 
 @flow(name="verify-rollback", log_prints=True)

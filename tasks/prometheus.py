@@ -1,4 +1,4 @@
-"""Prometheus tasks: instant and range queries of the decision matrix's indicators, as frames.
+"""Prometheus tasks: an indicator's value at one time (a number), and range queries (frames).
 
 The client is prometheus-api-client with an explicit request timeout and retry policy (from
 `PrometheusSettings`: it has neither by default that we want). Its errors (requests' and its
@@ -140,26 +140,6 @@ def range_frame(result: list[dict[str, Any]]) -> pd.DataFrame:
     retries=1,
     retry_delay_seconds=5,
     retry_condition_fn=retry_condition_fn,
-    timeout_seconds=120,
-    cache_policy=NO_CACHE,
-)
-def query_instant(
-    url: str, query: str, at: datetime, settings: PrometheusSettings | None = None
-) -> pd.DataFrame:
-    """Evaluate `query` at time `at` (`/api/v1/query?time=`); one row per series returned."""
-    what = f"Prometheus query at {_utc(at).isoformat()}: {query}"
-    client = connect(url, settings or PrometheusSettings())
-    try:
-        result = client.custom_query(query, params={"time": f"{_utc(at).timestamp():.3f}"})
-    except Exception as exc:
-        raise _translate(exc, what) from exc
-    return instant_frame(result)
-
-
-@task(
-    retries=1,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_condition_fn,
     timeout_seconds=300,
     cache_policy=NO_CACHE,
 )
@@ -188,6 +168,32 @@ def query_range(
     except Exception as exc:
         raise _translate(exc, what) from exc
     return range_frame(result)
+
+
+@task(
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=120,
+    cache_policy=NO_CACHE,
+)
+def read_value(
+    url: str, query: str, at: datetime, settings: PrometheusSettings | None = None
+) -> float | None:
+    """The one number `query` has at time `at`; None when Prometheus has no data or says NaN.
+
+    Raises:
+        InvalidInputError: the query returned several series (aggregate it in the YAML).
+    """
+    what = f"Prometheus query at {_utc(at).isoformat()}: {query}"
+    client = connect(url, settings or PrometheusSettings())
+    try:
+        result = client.custom_query(query, params={"time": f"{_utc(at).timestamp():.3f}"})
+    except Exception as exc:
+        raise _translate(exc, what) from exc
+    series = single_series(instant_frame(result), query)
+    value = float(series.iloc[0]) if len(series) else math.nan
+    return None if math.isnan(value) else value
 
 
 def single_series(frame: pd.DataFrame, query: str) -> pd.Series:

@@ -35,16 +35,21 @@ def deployment_body(
 
 
 def wait_rolled_out(apps: client.AppsV1Api, namespace: str, name: str, timeout: float = 60) -> None:
-    """Wait until the Deployment is fully rolled out (observed, updated, available)."""
+    """Wait until the Deployment is fully rolled out (observed, updated, available) and the
+    controller has written its last status of the rollout (Progressing: NewReplicaSetAvailable),
+    so that a snapshot taken now stays equal while nobody changes the Deployment."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         d = apps.read_namespaced_deployment(name, namespace)
         s = d.status
+        progressing = next((c for c in s.conditions or [] if c.type == "Progressing"), None)
         if (
             (s.observed_generation or 0) >= d.metadata.generation
             and (s.updated_replicas or 0) == d.spec.replicas
             and (s.replicas or 0) == d.spec.replicas
             and (s.available_replicas or 0) == d.spec.replicas
+            and progressing is not None
+            and progressing.reason == "NewReplicaSetAvailable"
         ):
             return
         time.sleep(0.2)

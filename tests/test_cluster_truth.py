@@ -26,6 +26,7 @@ from cluster import (
     snapshot,
     use_services,
     wait_rolled_out,
+    wait_settled,
 )
 from kubernetes import client
 from prefect.client.orchestration import get_client
@@ -86,6 +87,7 @@ def test_an_alert_older_than_a_manual_rollback_is_refused_as_stale(
     # meanwhile an SRE rolls back from the Prefect UI ...
     manual = kubernetes_rollback("rag-api")
     assert manual.changed
+    wait_settled(apps, ns, "rag-api", quiet=1.0)
     rolled_back = snapshot(apps, ns)
     assert rolled_back.image == f"{REPOSITORY}:{GOOD}"
     assert rolled_back.replicasets == {2: f"{REPOSITORY}:{BAD}", 3: f"{REPOSITORY}:{GOOD}"}
@@ -120,6 +122,7 @@ def test_a_kubectl_rollout_after_the_alert_started_is_recognised_as_newer(
     time.sleep(1.1)  # the API server records whole seconds
     kubectl(local_stack, *command, "-n", ns)
     wait_rolled_out(apps, ns, "rag-api")
+    wait_settled(apps, ns, "rag-api")
     after_kubectl = snapshot(apps, ns)
     assert after_kubectl.image != f"{REPOSITORY}:{BAD}"
 
@@ -136,6 +139,7 @@ def test_a_second_manual_undo_without_to_revision_is_refused(
     ns = bad_release
     first = kubernetes_rollback("rag-api")
     assert first.changed
+    wait_settled(apps, ns, "rag-api", quiet=1.0)
     rolled_back = snapshot(apps, ns)
     assert rolled_back.replicasets == {2: f"{REPOSITORY}:{BAD}", 3: f"{REPOSITORY}:{GOOD}"}
 
@@ -323,6 +327,7 @@ services:
         for api in (kube_api, other):  # the same namespace and release in both clusters
             client.CoreV1Api(api).create_namespace({"metadata": {"name": "shop"}})
             build_history(client.AppsV1Api(api), "shop", [GOOD, BAD])
+        wait_settled(here, "shop", "rag-api")
         production = snapshot(here, "shop")
         time.sleep(1.1)  # the API server records whole seconds
         alert_started = datetime.now(UTC)
@@ -360,6 +365,7 @@ def test_an_alert_on_a_revision_current_for_too_long_is_not_about_the_release(
 ) -> None:
     ns = bad_release
     time.sleep(2.5)  # the bad release has been current "for days"
+    wait_settled(apps, ns, "rag-api")
     before = snapshot(apps, ns)
 
     result = guarded_rollback(
@@ -405,6 +411,7 @@ def test_an_alert_whose_indicator_breached_before_the_release_is_not_rolled_back
     time.sleep(1.1)
     alert_started = datetime.now(UTC)
     time.sleep(4)
+    wait_settled(apps, ns, "rag-api", quiet=1.0)
     before = snapshot(apps, ns)
     assert before.image == f"{REPOSITORY}:{BAD}" and max(before.replicasets) == 3
 

@@ -21,6 +21,7 @@ from cluster import (
     snapshot,
     use_services,
     wait_rolled_out,
+    wait_settled,
 )
 from kubernetes import client
 from prefect.client.orchestration import get_client
@@ -248,6 +249,7 @@ def release(apps: client.AppsV1Api, namespace: str, version: str) -> None:
         ]}}}},
     )  # fmt: skip
     wait_rolled_out(apps, namespace, "rag-api")
+    wait_settled(apps, namespace, "rag-api", quiet=1.0)
 
 
 @pytest.mark.stack
@@ -283,6 +285,7 @@ def test_an_alert_older_than_the_last_automatic_rollback_does_not_undo_it_again(
     alert_started = datetime.now(UTC)  # the bad release is older: the alert is about it
     first = guarded_rollback("rag-api", reason="error rate", alert_started_at=alert_started)
     assert first.action == "rolled_back"
+    wait_settled(apps, ns, "rag-api", quiet=1.0)
     rolled_back = snapshot(apps, ns)
     assert rolled_back.image == f"{REPOSITORY}:{GOOD}"
 

@@ -24,7 +24,7 @@ from alerting import (
     save_token,
     wait_final,
 )
-from cluster import REPOSITORY, build_history, replicasets_by_revision, snapshot
+from cluster import REPOSITORY, build_history, replicasets_by_revision, snapshot, wait_settled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
@@ -396,6 +396,7 @@ def test_a_staging_alert_never_touches_production(
     url, token = receiver
     apps = client.AppsV1Api(kube_api)
     build_history(apps, simulator_namespace, [GOOD, BAD])  # production runs the bad one too
+    wait_settled(apps, simulator_namespace, "rag-api")
     production = snapshot(apps, simulator_namespace)
 
     body = payload(namespace=STAGING, starts_at=now())
