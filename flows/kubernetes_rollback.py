@@ -112,7 +112,7 @@ def kubernetes_rollback(
             outcome=f"dry run: {plan.summary}",
             changed=False,
             dry_run=dry_run,
-            details=gitops,
+            details=(*gitops, *(f"Warning: {w}" for w in undo.config_warnings)),
         )
         if dry_run:
             text = f"dry run: would {plan.summary}" if not plan.already_current else plan.summary

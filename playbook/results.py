@@ -27,6 +27,8 @@ class UndoResult:
     resource_version_after: str
     resumed: bool = False
     """An earlier attempt of this flow run made the change; this one wrote nothing."""
+    config_warnings: tuple[str, ...] = ()
+    """ConfigMaps and Secrets of the target revision changed since it stopped being current."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,8 +30,17 @@ from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
+from playbook.config_drift import (
+    ConfigObject,
+    judge_config,
+    last_change,
+    referenced_objects,
+    target_stopped_at,
+)
+from playbook.diagnosis import ObjectRef
 from playbook.errors import (
     AccessDeniedError,
+    InvalidInputError,
     NotFoundError,
     RolloutFailedError,
     TransientError,
@@ -159,6 +168,54 @@ def get_deployment(namespace: str, name: str) -> dict[str, Any]:
         )
 
 
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+"""Accept header asking the API server for an object's metadata only (no data, no spec)."""
+
+OBJECT_PATHS = {
+    "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps/{name}",
+    "Secret": "/api/v1/namespaces/{namespace}/secrets/{name}",
+}
+
+
+def read_metadata(namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    """The metadata of a ConfigMap or Secret (never its data), or None when it does not exist.
+
+    Raises:
+        AccessDeniedError: the Role does not allow the `get`.
+        InvalidInputError: a kind other than ConfigMap or Secret.
+    """
+    if kind not in OBJECT_PATHS:
+        raise InvalidInputError(f"cannot read objects of kind {kind!r}")
+    try:
+        with translating(f"read {kind} {namespace}/{name} (metadata only)"):
+            response = kube_client().call_api(
+                OBJECT_PATHS[kind],
+                "GET",
+                path_params={"namespace": namespace, "name": name},
+                header_params={"Accept": METADATA_ONLY},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+    except NotFoundError:
+        return None
+    metadata: dict[str, Any] = _raw(response).get("metadata") or {}
+    return metadata
+
+
+def _config_objects(namespace: str, refs: Sequence[ObjectRef]) -> tuple[ConfigObject, ...]:
+    found = []
+    for ref in refs:
+        try:
+            meta = read_metadata(namespace, ref.kind, ref.name)
+        except AccessDeniedError:
+            found.append(ConfigObject(ref.kind, ref.name, None))
+            continue
+        exists = meta is not None
+        found.append(ConfigObject(ref.kind, ref.name, exists, last_change(meta) if meta else None))
+    return tuple(found)
+
+
 def get_replicasets(namespace: str, deployment: dict[str, Any]) -> list[dict[str, Any]]:
     """The ReplicaSets matching the Deployment's selector (ownership is checked by the caller)."""
     apps = client.AppsV1Api(kube_client())
@@ -227,9 +284,14 @@ def undo_deployment(
     patch is only validated by the API server (`dryRun=All`). A concurrent change fails the
     patch's resourceVersion `test` and is retried from a new read.
 
+    Before writing, the ConfigMaps and Secrets the target revision names are checked
+    (`playbook.config_drift`): one changed since that revision stopped being current is a
+    warning (`config_warnings`).
+
     Raises:
         RollbackRefusedError: an undo without `to_revision` within `repeat_guard_minutes` of
-            this tool's last rollback of the Deployment (unless `force`); nothing changed.
+            this tool's last rollback of the Deployment (unless `force`), or a target revision
+            that needs a ConfigMap or Secret that does not exist; nothing changed.
     """
     deployment = get_deployment(namespace, name)
     replicasets = get_replicasets(namespace, deployment)
@@ -258,6 +320,16 @@ def undo_deployment(
     if plan.already_current:
         _log().info(plan.summary)
         return UndoResult(plan, False, dry_run, generation, generation, rv)
+    target = next(rs for rs in replicasets if rs["metadata"]["name"] == plan.target.replicaset)
+    refs = referenced_objects((target.get("spec") or {}).get("template") or {})
+    config = judge_config(
+        plan.target.number,
+        refs,
+        _config_objects(namespace, refs),
+        target_stopped_at(deployment, replicasets, plan.target.number),
+    )
+    for warning in config.warnings:
+        _log().warning("%s", warning)
     mark = RollbackMark(
         flow_run_id=intent_id or "unknown",
         from_revision=plan.current_revision,
@@ -286,11 +358,19 @@ def undo_deployment(
             )
         )
     if dry_run:
-        return UndoResult(plan, False, True, generation, generation, rv)
+        return UndoResult(
+            plan, False, True, generation, generation, rv, config_warnings=config.warnings
+        )
     meta = patched["metadata"]
     _log().info("%s: done (generation %s)", plan.summary, meta.get("generation"))
     return UndoResult(
-        plan, True, False, generation, int(meta.get("generation", 0)), str(meta["resourceVersion"])
+        plan,
+        True,
+        False,
+        generation,
+        int(meta.get("generation", 0)),
+        str(meta["resourceVersion"]),
+        config_warnings=config.warnings,
     )
 
 

@@ -46,6 +46,7 @@ from playbook.errors import (
 )
 from playbook.provenance import FIELD_MANAGER
 from tasks.kubernetes import (
+    OBJECT_PATHS,
     REQUEST_TIMEOUT,
     STRATEGIC_MERGE_PATCH,
     _raw,
@@ -53,18 +54,11 @@ from tasks.kubernetes import (
     get_replicasets,
     kube_client,
     kubernetes_api_task,
+    read_metadata,
 )
-
-METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
-"""Accept header asking the API server for an object's metadata only (no data, no spec)."""
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 """The label that ties an EndpointSlice to its Service."""
-
-_OBJECT_PATHS = {
-    "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps/{name}",
-    "Secret": "/api/v1/namespaces/{namespace}/secrets/{name}",
-}
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -131,26 +125,12 @@ def read_endpoint_slices(namespace: str, service: str) -> tuple[EndpointSliceFac
     )
 
 
-def _exists(api: client.ApiClient, namespace: str, kind: str, name: str) -> Presence:
-    what = f"read {kind} {namespace}/{name} (metadata only)"
+def _exists(namespace: str, kind: str, name: str) -> Presence:
     try:
-        with translating(what):
-            response = api.call_api(
-                _OBJECT_PATHS[kind],
-                "GET",
-                path_params={"namespace": namespace, "name": name},
-                header_params={"Accept": METADATA_ONLY},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        response.drain_conn()  # the body is discarded unparsed
-        response.release_conn()
-    except NotFoundError:
-        return Presence(kind, name, False)
+        found = read_metadata(namespace, kind, name) is not None
     except AccessDeniedError as exc:
         return Presence(kind, name, None, f"access denied ({exc})")
-    return Presence(kind, name, True)
+    return Presence(kind, name, found)
 
 
 @kubernetes_api_task
@@ -163,12 +143,11 @@ def check_objects_exist(namespace: str, objects: Sequence[tuple[str, str]]) -> t
     Raises:
         InvalidInputError: a kind other than ConfigMap or Secret.
     """
-    api = kube_client()
     found = []
     for kind, name in dict.fromkeys(objects):
-        if kind not in _OBJECT_PATHS:
+        if kind not in OBJECT_PATHS:
             raise InvalidInputError(f"cannot check objects of kind {kind!r}")
-        found.append(_exists(api, namespace, kind, name))
+        found.append(_exists(namespace, kind, name))
     return tuple(found)
 
 
