@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from stack.local import StackState
 from stack.prometheus import error_ratio_expr
@@ -113,14 +114,25 @@ def test_rag_api_pods_show_the_services_own_log(
 
     def first_pod_log() -> str:
         pods = core.list_namespaced_pod(simulator_namespace, label_selector="app=rag-api").items
-        running = [p for p in pods if p.status.phase == "Running"]
+        # a pod of the previous test's Deployment may still be listed while it is deleted
+        running = [
+            p for p in pods if p.status.phase == "Running" and p.metadata.deletion_timestamp is None
+        ]
         if not running:
             return ""
-        return str(
-            core.read_namespaced_pod_log(
-                running[0].metadata.name, simulator_namespace, container="rag-api", tail_lines=20
+        try:
+            return str(
+                core.read_namespaced_pod_log(
+                    running[0].metadata.name,
+                    simulator_namespace,
+                    container="rag-api",
+                    tail_lines=20,
+                )
             )
-        )
+        except ApiException as exc:
+            if exc.status != 404:  # gone between the list and the read: look again
+                raise
+            return ""
 
     deadline = time.monotonic() + 20
     log = ""
