@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,16 +129,22 @@ class Snapshot:
     """What must not change when a flow changes nothing."""
 
     generation: int
-    resource_version: str
+    spec_and_metadata: str
+    """The Deployment's spec, labels and annotations as JSON: everything a flow could write.
+    Not the resourceVersion: the controllers keep writing status after a rollout completes
+    (e.g. terminatingReplicas once the old pods are gone)."""
     image: str
     replicasets: dict[int, str]
 
 
 def snapshot(apps: client.AppsV1Api, namespace: str, name: str = "rag-api") -> Snapshot:
     d = apps.read_namespaced_deployment(name, namespace)
+    written = apps.api_client.sanitize_for_serialization(
+        {"spec": d.spec, "labels": d.metadata.labels, "annotations": d.metadata.annotations}
+    )
     return Snapshot(
         d.metadata.generation,
-        d.metadata.resource_version,
+        json.dumps(written, sort_keys=True),
         d.spec.template.spec.containers[0].image,
         replicasets_by_revision(apps, namespace),
     )
