@@ -438,7 +438,8 @@ def scale_deployment(
     return ScaleChange(namespace, name, before, replicas, not dry_run, dry_run)
 
 
-def _pods(namespace: str, selector: str) -> tuple[PodState, ...]:
+def get_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The pods matching a label selector, as the API serves them (JSON)."""
     core = client.CoreV1Api(kube_client())
     with translating(f"list pods {selector} in {namespace}"):
         body = _raw(
@@ -449,7 +450,13 @@ def _pods(namespace: str, selector: str) -> tuple[PodState, ...]:
                 _request_timeout=REQUEST_TIMEOUT,
             )
         )
-    return tuple(sorted((pod_state(p) for p in body.get("items") or []), key=lambda p: p.name))
+    return list(body.get("items") or [])
+
+
+def _pods(namespace: str, selector: str) -> tuple[PodState, ...]:
+    return tuple(
+        sorted((pod_state(p) for p in get_pods(namespace, selector)), key=lambda p: p.name)
+    )
 
 
 @kubernetes_api_task

@@ -51,6 +51,7 @@ from tasks.kubernetes import (
     STRATEGIC_MERGE_PATCH,
     _raw,
     get_deployment,
+    get_pods,
     get_replicasets,
     kube_client,
     kubernetes_api_task,
@@ -78,17 +79,8 @@ def read_workload(namespace: str, name: str) -> Workload:
 @kubernetes_api_task
 def read_pod_details(namespace: str, selector: str) -> tuple[PodFacts, ...]:
     """`kubectl describe pods -l selector`: phase, labels, IP, owner, each container's state."""
-    core = client.CoreV1Api(kube_client())
-    with translating(f"list pods {selector} in {namespace}"):
-        body = _raw(
-            core.list_namespaced_pod(
-                namespace,
-                label_selector=selector,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        )
-    return tuple(sorted((pod_facts(p) for p in body.get("items") or []), key=lambda p: p.name))
+    pods = get_pods(namespace, selector)
+    return tuple(sorted((pod_facts(p) for p in pods), key=lambda p: p.name))
 
 
 @kubernetes_api_task

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
 
 from playbook.rollout import REVISION_ANNOTATION
 from playbook.services import SERVICES_ENV
+from stack.prometheus import error_ratio_expr
 
 REPOSITORY = "ghcr.io/acme/rag-api"
 
@@ -201,3 +203,26 @@ services:
 """
     )
     monkeypatch.setenv(SERVICES_ENV, str(path))
+
+
+def eventually(check, timeout: float, what: str, interval: float = 0.5):  # type: ignore[no-untyped-def]
+    """The first truthy value of `check()` within `timeout` seconds; fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not within {timeout:.0f}s (last: {value!r})")
+
+
+def error_ratio(prometheus_url: str) -> float | None:
+    """rag-api's live error ratio (5 s window) as Prometheus answers it; None without data."""
+    response = httpx.get(
+        f"{prometheus_url}/api/v1/query",
+        params={"query": error_ratio_expr("5s", "rag-api")},
+        timeout=5,
+    )
+    result = response.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else None

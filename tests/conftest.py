@@ -61,6 +61,16 @@ def alert_sink() -> Iterator[WebhookSink]:
     sink.stop()
 
 
+@pytest.fixture
+def notifications(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
+    """A Slack-compatible webhook the flows notify, on loopback."""
+    sink = WebhookSink()
+    sink.start()
+    monkeypatch.setenv("ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL", f"{sink.url}/slack")
+    yield sink
+    sink.stop()
+
+
 @pytest.fixture(scope="session")
 def local_stack(
     alert_sink: WebhookSink, tmp_path_factory: pytest.TempPathFactory

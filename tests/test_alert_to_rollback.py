@@ -9,7 +9,6 @@ its bearer token from a file, as in production.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,14 +18,20 @@ import httpx
 import pytest
 import yaml
 from alerting import alert_events, running_receiver, runs_tagged, save_token, wait_final
-from cluster import REPOSITORY, deployment_body, replicasets_by_revision, wait_rolled_out
+from cluster import (
+    REPOSITORY,
+    deployment_body,
+    error_ratio,
+    eventually,
+    replicasets_by_revision,
+    wait_rolled_out,
+)
 from kubernetes import client
 
 from receiver.config import load_config
 from stack.local import StackState
 from stack.processes import free_port, stop
 from stack.prometheus import (
-    error_ratio_expr,
     render_prometheus_config,
     render_rules,
     start_alertmanager,
@@ -89,27 +94,6 @@ def pipeline(
         finally:
             for pid in reversed(pids):
                 stop(pid)
-
-
-def eventually(check, timeout: float, what: str, interval: float = 0.5):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what} not within {timeout:.0f}s (last: {value!r})")
-
-
-def error_ratio(prometheus_url: str) -> float | None:
-    response = httpx.get(
-        f"{prometheus_url}/api/v1/query",
-        params={"query": error_ratio_expr("5s", "rag-api")},
-        timeout=5,
-    )
-    result = response.json()["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
 
 
 def image(apps: client.AppsV1Api, namespace: str) -> str:

@@ -22,6 +22,8 @@ from cluster import (
     REPOSITORY,
     build_history,
     deployment_body,
+    error_ratio,
+    eventually,
     replicasets_by_revision,
     snapshot,
     use_services,
@@ -40,7 +42,6 @@ from playbook.thresholds import DEFAULT_MATRIX_FILE, MATRIX_ENV
 from stack.cluster import Cluster
 from stack.config import bin_dir
 from stack.local import StackState
-from stack.prometheus import error_ratio_expr
 from stack.sink import WebhookSink
 from tasks.concurrency import forget_rollbacks, ledger_name, read_rollback_ledger
 
@@ -200,27 +201,6 @@ def test_a_retried_run_does_not_undo_twice(
     assert (mark.from_revision, mark.to_revision) == (2, 1)
 
 
-def error_ratio(prometheus_url: str) -> float | None:
-    response = httpx.get(
-        f"{prometheus_url}/api/v1/query",
-        params={"query": error_ratio_expr("5s", "rag-api")},
-        timeout=5,
-    )
-    result = response.json()["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
-
-
-def eventually(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not within {timeout:.0f}s (last: {value!r})")
-
-
 def test_an_alert_that_no_longer_breaches_is_refused(
     apps: client.AppsV1Api,
     local_stack: StackState,
@@ -348,16 +328,6 @@ services:
         forget_rollbacks(ledger_name("shop", "rag-api"))
         client.CoreV1Api(kube_api).delete_namespace("shop")
         other.close()
-
-
-@pytest.fixture
-def notifications(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
-    """A Slack-compatible webhook the flows notify, on loopback."""
-    sink = WebhookSink()
-    sink.start()
-    monkeypatch.setenv("ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL", f"{sink.url}/slack")
-    yield sink
-    sink.stop()
 
 
 def test_an_alert_on_a_revision_current_for_too_long_is_not_about_the_release(

@@ -178,16 +178,6 @@ def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
 
 
 @pytest.fixture
-def notifications(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
-    """A Slack-compatible webhook the flows notify, on loopback."""
-    sink = WebhookSink()
-    sink.start()
-    monkeypatch.setenv("ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL", f"{sink.url}/slack")
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
 def bad_release(
     apps: client.AppsV1Api, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
