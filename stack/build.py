@@ -80,6 +80,13 @@ BINARIES = (
         _kubernetes_ldflags(),
         "about 2 min",
     ),
+    # Only the fault tests use it: Toxiproxy between the flows and kube-apiserver / Prometheus.
+    Binary(
+        "toxiproxy-server",
+        "toxiproxy",
+        "github.com/Shopify/toxiproxy/v2/cmd/server",
+        estimate="about 1 min",
+    ),
 )
 
 
