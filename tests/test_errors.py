@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 import urllib3
@@ -150,13 +152,28 @@ def test_retry_condition_does_not_retry_a_success() -> None:
 
 
 def test_the_tree_in_the_docstring_names_every_error_class() -> None:
+    """Each class of the module is in the docstring's tree, drawn under its real base class."""
     doc = errors.__doc__ or ""
-    classes = [
-        name
+    parent_of: dict[str, str | None] = {}
+    stack: list[str] = []  # the chain of names above the current line
+    for line in doc.splitlines():
+        match = re.match(r"^ {4}([│ ├└─]*)(\w+Error)\b", line)
+        if not match:
+            continue
+        depth = len(match.group(1)) // 4
+        del stack[depth:]
+        parent_of[match.group(2)] = stack[-1] if stack else None
+        stack.append(match.group(2))
+    classes = {
+        name: value
         for name, value in vars(errors).items()
         if isinstance(value, type) and issubclass(value, RollbackError)
-    ]
-    assert classes and all(name in doc for name in classes)
+    }
+    assert set(parent_of) == set(classes)
+    for name, cls in classes.items():
+        base = cls.__bases__[0]
+        expected = None if cls is RollbackError else base.__name__
+        assert parent_of[name] == expected, f"{name} is drawn under {parent_of[name]}"
 
 
 @pytest.mark.stack

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from playbook.report import RollbackReport, Stopwatch, unready_pods
 from playbook.results import EventRecord, LogScan
 from playbook.rollout import PodState
@@ -12,9 +14,6 @@ def pod(name: str, ready: bool, waiting: tuple[str, ...] = (), deleting: bool = 
 
 
 def test_markdown_names_versions_revisions_durations_and_the_change() -> None:
-    watch = Stopwatch()
-    with watch.step("undo"):
-        pass
     report = RollbackReport(
         flow="kubernetes_rollback",
         service="rag-api",
@@ -29,18 +28,54 @@ def test_markdown_names_versions_revisions_durations_and_the_change() -> None:
         to_revision=1,
         new_revision=4,
         change='[{"op": "replace"}]',
-        durations=tuple(watch.steps),
+        durations=(("check", 0.254), ("undo", 1.5), ("wait", 12.0)),
+        total_seconds=13.76,
         pods=(pod("rag-api-1", True),),
         events=(EventRecord("Warning", "BackOff", "Pod/rag-api-x", "Back-off", 3, "t"),),
         logs=LogScan(False, (), "logs are not served by simulated nodes"),
     )
     text = report.to_markdown()
+    assert text.startswith("# kubernetes_rollback: rag-api in production\n")
+    assert "| changed | yes |" in text
+    assert "| Deployment | `production/rag-api` |" in text
     assert "| from | `v1.2.4` (revision 3) |" in text
     assert "| to | `v1.2.2` (revision 1, now revision 4) |" in text
-    assert "| undo | 0.00 |" in text
-    assert '```json\n[{"op": "replace"}]\n```' in text
-    assert "Pod/rag-api-x BackOff: Back-off" in text
-    assert "Logs unavailable: logs are not served" in text
+    assert "| total duration | 13.8 s |" in text
+    assert (
+        "| step | seconds |\n|---|---|\n| check | 0.25 |\n| undo | 1.50 |\n| wait | 12.00 |" in text
+    )
+    assert '## Change made\n\n```json\n[{"op": "replace"}]\n```' in text
+    assert "| rag-api-1 | Running | yes | 0 | - |" in text
+    assert "- t Pod/rag-api-x BackOff: Back-off" in text
+    assert "Logs unavailable: logs are not served by simulated nodes" in text
+
+    # the same revision undone to needs no "now revision"; unknown versions show as ?
+    same = RollbackReport(
+        flow="kubernetes_rollback",
+        service="rag-api",
+        namespace="production",
+        deployment="rag-api",
+        outcome="already at revision 1",
+        changed=False,
+        dry_run=False,
+        from_version=None,
+        to_version="v1.2.2",
+        to_revision=1,
+        new_revision=1,
+    ).to_markdown()
+    assert "| from | `?` |" in same and "| to | `v1.2.2` (revision 1) |" in same
+    assert "| changed | no |" in same and "## Change" not in same
+
+
+def test_stopwatch_records_each_named_step_even_when_it_raises() -> None:
+    watch = Stopwatch()
+    with watch.step("check"):
+        pass
+    with pytest.raises(RuntimeError), watch.step("undo"):
+        raise RuntimeError("refused")
+    assert [name for name, _ in watch.steps] == ["check", "undo"]
+    assert all(seconds >= 0 for _, seconds in watch.steps)
+    assert watch.total() >= sum(seconds for _, seconds in watch.steps)
 
 
 def test_dry_run_report_says_nothing_changed() -> None:

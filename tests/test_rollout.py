@@ -131,24 +131,32 @@ def test_waiting_states_follow_kubectl(status: dict[str, int], message: str) -> 
 
 
 def test_progress_deadline_exceeded_fails_naming_the_condition() -> None:
-    d = deployment(
-        "img:v1",
-        3,
-        availableReplicas=2,
-        conditions=[
-            {
-                "type": "Progressing",
-                "status": "False",
-                "reason": "ProgressDeadlineExceeded",
-                "message": 'ReplicaSet "rag-api-ccc" has timed out progressing.',
-            }
-        ],
-    )
-    status = rollout_status(d)
+    timed_out = {
+        "type": "Progressing",
+        "status": "False",
+        "reason": "ProgressDeadlineExceeded",
+        "message": 'ReplicaSet "rag-api-ccc" has timed out progressing.',
+    }
+    # every replica updated and available: only the condition can make this a failure
+    status = rollout_status(deployment("img:v1", 3, conditions=[timed_out]))
     assert status.failed and not status.complete
-    assert "ProgressDeadlineExceeded" in status.message
-    assert "has timed out progressing" in status.message
-    assert status.condition("Progressing") is not None
+    assert status.message == (
+        'deployment "rag-api" exceeded its progress deadline (condition Progressing=False, '
+        'reason ProgressDeadlineExceeded: ReplicaSet "rag-api-ccc" has timed out progressing.)'
+    )
+
+    # the same rollout still progressing (another reason) is only waiting, not failed
+    progressing = {**timed_out, "status": "True", "reason": "ReplicaSetUpdated", "message": ""}
+    complete, failed, _ = rollout_progress(
+        deployment("img:v1", 3, availableReplicas=2, conditions=[progressing])
+    )
+    assert (complete, failed) == (False, False)
+
+    # the reason on another condition type is not the progress deadline
+    other = {**timed_out, "type": "Available"}
+    complete, failed, message = rollout_progress(deployment("img:v1", 3, conditions=[other]))
+    assert (complete, failed) == (True, False)
+    assert message == 'deployment "rag-api" successfully rolled out'
 
 
 def test_status_fields() -> None:

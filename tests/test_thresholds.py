@@ -74,11 +74,26 @@ def test_overall_level_is_the_worst_and_optional_no_data_does_not_count() -> Non
 
 
 def test_availability_is_time_healthy_not_one_minus_error_rate() -> None:
-    """At 2 % errors availability must not be critical: it does not come from the error rate."""
+    """Availability is the share of time up and healthy: 2 % errors on a healthy service stay
+    a WARNING of the error rate, never an availability CRITICAL."""
     availability = MATRIX.indicator("availability")
-    assert "http_requests_total" not in availability.query
-    assert "rag_healthy" in availability.query
-    assert MATRIX.indicator("error_rate").classify(0.02) is Level.WARNING
+    query = availability.render("rag-api")
+    assert "http_requests_total" not in query
+    assert 'avg_over_time(rag_healthy{service="rag-api"}[1h])' in query
+    assert 'avg_over_time(up{service="rag-api"}[1h])' in query
+
+    # healthy all hour while 2 % of requests fail: what 1 - error rate would call critical
+    result = MATRIX.classify({"error_rate": 0.02, "availability": 1.0})
+    assert result.of("availability").level is Level.OK
+    assert result.of("error_rate").level is Level.WARNING
+    assert result.level is Level.WARNING
+    assert availability.classify(1 - 0.02) is Level.CRITICAL  # why it must not be 1 - errors
+
+    # down or unhealthy for more than 36 s of the hour is critical, up to 36 s a warning
+    hour = 3600.0
+    assert availability.classify(1 - 37 / hour) is Level.CRITICAL
+    assert availability.classify(1 - 35 / hour) is Level.WARNING
+    assert availability.classify(0.995) is Level.OK
 
 
 def test_queries_render_for_a_service_and_window() -> None:

@@ -47,17 +47,41 @@ def pod(name: str, ready: bool = True, phase: str = "Running", *why: str) -> Pod
 def test_pod_checks_count_running_pods_and_name_the_unready_ones() -> None:
     count, ready = check_pods([pod("a"), pod("b"), pod("c")], 3, CRITICAL)
     assert (count.status, ready.status) == (Status.PASS, Status.PASS)
-    assert ready.observed == "3/3 ready"
+    assert (count.observed, ready.observed) == ("3 running of 3", "3/3 ready")
+    assert (count.expected, count.critical) == (">= 3", True)
+
+    # a Pending pod is not counted as running, and the unready one is named with its reason
     count, ready = check_pods(
         [pod("a"), pod("b"), pod("c", False, "Pending", "ImagePullBackOff")], 3, CRITICAL
     )
     assert (count.status, ready.status) == (Status.FAIL, Status.FAIL)
     assert count.observed == "2 running of 3"
     assert ready.observed == "2/3 ready; not ready: c (ImagePullBackOff)"
+
+    # a Running pod that is not ready counts as running but fails readiness, named by phase
+    count, ready = check_pods([pod("a"), pod("b"), pod("c", False)], 3, CRITICAL)
+    assert (count.status, ready.status) == (Status.PASS, Status.FAIL)
+    assert ready.observed == "2/3 ready; not ready: c (Running)"
+
+    # a pod being deleted is neither counted nor waited for
+    deleting = PodState("d", "Running", False, 0, (), "abc", (), True)
+    count, ready = check_pods([pod("a"), pod("b"), pod("c"), deleting], 3, CRITICAL)
+    assert (count.observed, ready.observed) == ("3 running of 3", "3/3 ready")
+    assert (count.status, ready.status) == (Status.PASS, Status.PASS)
+
     count, ready = check_pods([], 3, CRITICAL)
-    assert ready.status is Status.FAIL and ready.observed == "no pods"
+    assert (count.status, count.observed) == (Status.FAIL, "0 running of 0")
+    assert (ready.status, ready.observed) == (Status.FAIL, "no pods")
+
     count, ready = check_pods("cannot read pods: forbidden", 3, CRITICAL)
     assert (count.status, ready.status) == (Status.NO_DATA, Status.NO_DATA)
+    assert count.observed == ready.observed == "cannot read pods: forbidden"
+
+    # below the minimum fails even when every pod is ready; the minimum itself passes
+    count, _ = check_pods([pod("a"), pod("b")], 3, CRITICAL)
+    assert (count.status, count.observed) == (Status.FAIL, "2 running of 2")
+    count, _ = check_pods([pod("a"), pod("b")], 2, set())
+    assert (count.status, count.critical) == (Status.PASS, False)
 
 
 def test_health_and_version_checks() -> None:
