@@ -2,13 +2,15 @@
 
 one rollback of a service at a time (its lock, in its environment's cluster) → keep a GitOps
 owner from reverting the change → (the procedure's own check and change) → the shared ending:
-wait for the change to settle, verify the serving pods, schedule the post-rollback monitor,
-publish the report (`wait_verify_and_report`; a dry run ends in `publish_dry_run`).
+wait for the change to settle, verify the serving pods, then the service (the playbook's
+checklist), schedule the post-rollback monitor, publish the report (`wait_verify_and_report`;
+a dry run ends in `publish_dry_run`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -17,12 +19,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
+from flows.verify_rollback import check_the_service
+from playbook.checks import Checklist
 from playbook.errors import RollbackError, VerificationFailedError
-from playbook.guard import RollbackRefusedError
+from playbook.guard import RollbackRefusedError, lifetime_window
 from playbook.post_rollback import load_post_rollback
 from playbook.report import RollbackReport, Stopwatch, unready_pods
 from playbook.results import EventRecord, LogScan
-from playbook.rollout import PodState, RolloutStatus, version_of
+from playbook.rollout import PodState, RolloutStatus, validate_version, version_of
 from playbook.services import ServiceConfig
 from playbook.thresholds import load_decision_matrix
 from tasks.concurrency import ensure_service_lock, hold_service_lock, lock_name
@@ -190,9 +194,10 @@ def wait_verify_and_report(
     """The ending every rollback procedure shares, once its change is made.
 
     `settle` waits for the change to take effect and checks what only that procedure can;
-    then the serving pods are verified (playbook step 4). A failure publishes the report
-    naming the error and re-raises; success schedules the post-rollback monitor and publishes
-    the report with `outcome`.
+    then the serving pods are verified (playbook step 4), then the service with the playbook's
+    checklist (`verify_the_service`). A failure publishes the report naming the error and
+    re-raises; the post-rollback monitor is scheduled after a success and after a failed
+    checklist (the change is in place and must be watched).
     """
     try:
         settled = settle()
@@ -208,13 +213,65 @@ def wait_verify_and_report(
         new_revision=settled.new_revision,
         to_revision=settled.to_revision or report.to_revision,
         details=(*report.details, *settled.details),
-        durations=tuple(watch.steps),
-        total_seconds=watch.total(),
         pods=pods,
         events=events,
         logs=logs,
     )
+    try:
+        with watch.step("verify service"):
+            done = verify_the_service(cfg, done, waited_since=time.monotonic() if changed else None)
+    except RollbackError as exc:
+        publish_failure(follow_up(cfg, done), exc, watch, changed=changed)
+        raise
+    done = replace(done, durations=tuple(watch.steps), total_seconds=watch.total())
+    if done.verification is not None and not done.verification.passed:
+        error = VerificationFailedError(
+            f"{done.outcome}, but verification of {cfg.name} in {cfg.namespace} at "
+            f"{done.to_version} {done.verification.summary()}"
+        )
+        publish_failure(follow_up(cfg, done), error, watch, changed=changed)
+        raise error
     return publish_report(follow_up(cfg, done))
+
+
+def verify_the_service(
+    cfg: ServiceConfig, report: RollbackReport, waited_since: float | None
+) -> RollbackReport:
+    """The playbook's verification checklist, once the change has settled.
+
+    After a change, waits `verification.after_rollback.settle_seconds` and measures the error
+    rate and P99 over that time only, so the bad release's requests do not count against the
+    version rolled back to. Skipped (and said so in the report) when turned off or when the
+    version rolled back to is not known.
+    """
+    logger = get_run_logger()
+    verification = load_post_rollback(load_decision_matrix()).verification
+    settings = verification.after_rollback
+    if not settings.enabled:
+        return report
+    try:
+        expected = validate_version(report.to_version or "")
+    except RollbackError:
+        line = (
+            f"service not verified: the version rolled back to is not known ({report.to_version!r})"
+        )
+        logger.warning("%s", line)
+        return replace(report, details=(*report.details, line))
+    window = verification.window
+    if waited_since is not None:
+        started = datetime.now(UTC)
+        logger.info(
+            "waiting %.0f s for %s to settle before verifying it",
+            settings.settle_seconds,
+            cfg.name,
+        )
+        time.sleep(max(0.0, settings.settle_seconds - (time.monotonic() - waited_since)))
+        window = lifetime_window(started, datetime.now(UTC), verification.window)
+    result = check_the_service(cfg, expected, window=window)
+    log = logger.info if result.passed else logger.error
+    log("verification of %s at %s %s", cfg.name, expected, result.checklist.summary())
+    checklist: Checklist = result.checklist
+    return replace(report, verification=checklist)
 
 
 def publish_failure(

@@ -47,6 +47,13 @@ class VerificationReport:
         """True when every critical check passed."""
         return self.checklist.passed
 
+    def failure(self) -> str:
+        """Why verification failed, in one line."""
+        return (
+            f"verification of {self.service} in {self.namespace} at {self.expected_version} "
+            f"{self.checklist.summary()}"
+        )
+
 
 def _pods(cfg: ServiceConfig) -> tuple[PodState, ...] | str:
     try:
@@ -73,6 +80,71 @@ def _indicator_value(
         return read_value(url, query, at, matrix.prometheus)
     except RollbackError as exc:
         return f"query failed: {exc}"
+
+
+def check_the_service(
+    cfg: ServiceConfig,
+    expected_version: str,
+    *,
+    base_url: str | None = None,
+    prometheus_url: str | None = None,
+    window: str | None = None,
+) -> VerificationReport:
+    """Observe the service once and run the verification checklist over what was seen; the
+    table artifact is published. Does not raise on a failed check (see `passed`).
+
+    Raises:
+        InvalidInputError: malformed version, URL, window or configuration (nothing probed).
+    """
+    logger = get_run_logger()
+    validate_version(expected_version)
+    matrix = load_decision_matrix()
+    settings = load_post_rollback(matrix)
+    verification = settings.verification
+    health_url, version_url = probe_urls(cfg, base_url)
+    prom = resolve_prometheus_url(prometheus_url or cfg.prometheus_url)
+    rate_window = window or verification.window
+    indicators = {name: matrix.indicator(name) for name in verification.indicators}
+    for indicator in indicators.values():
+        indicator.render(cfg.name, rate_window)  # a malformed window fails here
+    critical = set(verification.critical)
+
+    # observe
+    at = datetime.now(UTC)
+    pods = _pods(cfg)
+    health = _probe(probe_health, health_url, settings.probes)
+    version = _probe(probe_version, version_url, settings.probes)
+    values = {
+        name: _indicator_value(prom, ind, cfg.name, rate_window, at, matrix)
+        for name, ind in indicators.items()
+    }
+
+    # verify
+    checklist = Checklist(
+        (
+            *check_pods(pods, verification.min_pods, critical),
+            check_health(health, critical),
+            check_version(version, expected_version, critical),
+            *(
+                check_indicator(ind, verification.indicators[name], values[name], critical)
+                for name, ind in indicators.items()
+            ),
+        )
+    )
+    for result in checklist.results:
+        log = logger.info if result.passed else logger.warning
+        log(
+            "%s: %s (expected %s) %s", result.check, result.observed, result.expected, result.status
+        )
+
+    # report
+    create_table_artifact(
+        checklist.rows(),
+        key=f"verify-rollback-{cfg.name}",
+        description=f"Verification of {cfg.namespace}/{cfg.deployment} at "
+        f"{expected_version} (rate window {rate_window}): {checklist.summary()}",
+    )
+    return VerificationReport(cfg.name, cfg.namespace, expected_version, at, checklist)
 
 
 @flow(name="verify-rollback", log_prints=True)
@@ -104,66 +176,12 @@ def verify_rollback(
         InvalidInputError: unknown service, malformed version or configuration (nothing probed).
         VerificationFailedError: a critical check failed or had no data.
     """
-    logger = get_run_logger()
-    # check inputs
     cfg = load_service(service, namespace, environment)
     with kubernetes_context(cfg.kube_context):
-        validate_version(expected_version)
-        matrix = load_decision_matrix()
-        settings = load_post_rollback(matrix)
-        verification = settings.verification
-        health_url, version_url = probe_urls(cfg, base_url)
-        prom = resolve_prometheus_url(prometheus_url or cfg.prometheus_url)
-        rate_window = window or verification.window
-        indicators = {name: matrix.indicator(name) for name in verification.indicators}
-        for indicator in indicators.values():
-            indicator.render(cfg.name, rate_window)  # a malformed window fails here
-        critical = set(verification.critical)
-
-        # observe
-        at = datetime.now(UTC)
-        pods = _pods(cfg)
-        health = _probe(probe_health, health_url, settings.probes)
-        version = _probe(probe_version, version_url, settings.probes)
-        values = {
-            name: _indicator_value(prom, ind, cfg.name, rate_window, at, matrix)
-            for name, ind in indicators.items()
-        }
-
-        # verify
-        checklist = Checklist(
-            (
-                *check_pods(pods, verification.min_pods, critical),
-                check_health(health, critical),
-                check_version(version, expected_version, critical),
-                *(
-                    check_indicator(ind, verification.indicators[name], values[name], critical)
-                    for name, ind in indicators.items()
-                ),
-            )
+        report = check_the_service(
+            cfg, expected_version, base_url=base_url, prometheus_url=prometheus_url, window=window
         )
-        for result in checklist.results:
-            log = logger.info if result.passed else logger.warning
-            log(
-                "%s: %s (expected %s) %s",
-                result.check,
-                result.observed,
-                result.expected,
-                result.status,
-            )
-
-        # report
-        create_table_artifact(
-            checklist.rows(),
-            key=f"verify-rollback-{cfg.name}",
-            description=f"Verification of {cfg.namespace}/{cfg.deployment} at "
-            f"{expected_version}: {checklist.summary()}",
-        )
-        report = VerificationReport(cfg.name, cfg.namespace, expected_version, at, checklist)
-        if not checklist.passed:
-            raise VerificationFailedError(
-                f"verification of {cfg.name} in {cfg.namespace} at {expected_version} "
-                f"{checklist.summary()}"
-            )
-        logger.info("verification of %s passed: %s", cfg.name, checklist.summary())
-        return report
+    if not report.passed:
+        raise VerificationFailedError(report.failure())
+    get_run_logger().info("verification of %s passed: %s", cfg.name, report.checklist.summary())
+    return report

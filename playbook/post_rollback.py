@@ -37,6 +37,16 @@ class ProbeSettings(_Frozen):
     body_excerpt_chars: int = Field(default=200, ge=0, le=4000)
 
 
+class AfterRollbackSettings(_Frozen):
+    """The checklist every rollback flow runs once its change has settled."""
+
+    enabled: bool = True
+    settle_seconds: float = Field(default=30.0, ge=1, le=600)
+    """Wait this long after the rollout before checking; the error-rate and P99 queries then
+    look back over this time only (at most `window`), so the bad release's requests are not
+    counted against the version rolled back to."""
+
+
 class VerificationSettings(_Frozen):
     """The verification checklist: minimum pods, indicator limits, which checks are critical."""
 
@@ -46,6 +56,7 @@ class VerificationSettings(_Frozen):
         default_factory=lambda: {"error_rate": 0.01, "p99_latency": 0.3}
     )
     critical: frozenset[str] = frozenset({"pod_count", "pods_ready", "health", "version"})
+    after_rollback: AfterRollbackSettings = AfterRollbackSettings()
 
 
 class MonitorSettings(_Frozen):

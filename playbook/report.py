@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from playbook.checks import Checklist
 from playbook.results import EventRecord, LogScan
 from playbook.rollout import PodState
 
@@ -55,6 +56,8 @@ class RollbackReport:
     events: tuple[EventRecord, ...] = ()
     logs: LogScan | None = None
     details: tuple[str, ...] = field(default_factory=tuple)
+    verification: Checklist | None = None
+    """The playbook's checklist, run once the change settled (None: not run)."""
 
     def to_markdown(self) -> str:
         """The report as markdown: summary table, durations, the exact change, pods, events."""
@@ -81,6 +84,19 @@ class RollbackReport:
         lines += [f"| {name} | {seconds:.2f} |" for name, seconds in self.durations]
         if self.details:
             lines += ["", "## Details", ""] + [f"- {d}" for d in self.details]
+        if self.verification is not None:
+            lines += [
+                "",
+                f"## Verification: {self.verification.summary()}",
+                "",
+                "| check | expected | observed | result | critical |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {r.check} | {_cell(r.expected)} | {_cell(r.observed)} | {r.status.value} "
+                f"| {'yes' if r.critical else 'no'} |"
+                for r in self.verification.results
+            ]
         if self.change:
             title = "Change that would be made" if self.dry_run else "Change made"
             lines += ["", f"## {title}", "", "```json", self.change, "```"]
@@ -110,6 +126,11 @@ class RollbackReport:
             else:
                 lines += ["```", *self.logs.lines[-30:], "```"]
         return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def unready_pods(pods: tuple[PodState, ...], desired: int) -> list[str]:

@@ -648,7 +648,10 @@ def read_error_logs(
                 tail_lines=tail_lines,
                 since_seconds=since_seconds,
                 _request_timeout=(REQUEST_TIMEOUT[0], 10.0),
-            )
+                # raw bytes: the client would turn a log served as application/octet-stream
+                # into the text "b'...'"
+                _preload_content=False,
+            ).data.decode("utf-8", errors="replace")
         except Exception as exc:  # any failure means: no logs from this pod
             err = translate_error(exc, f"read logs of pod {namespace}/{pod.name}")
             reasons.append(str(err))

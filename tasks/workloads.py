@@ -163,7 +163,8 @@ def read_previous_logs(
                 previous=True,
                 tail_lines=tail_lines,
                 _request_timeout=(REQUEST_TIMEOUT[0], 10.0),
-            )
+                _preload_content=False,  # raw bytes, as in read_error_logs
+            ).data.decode("utf-8", errors="replace")
         except Exception as exc:  # any failure means: no previous log from this pod
             reason = str(translate_error(exc, f"read previous log of pod {namespace}/{pod}"))
             logs.append(PreviousLog(pod, container, False, (), reason))

@@ -43,10 +43,18 @@ def _interrupt(signum: int, frame: object) -> None:
 signal.signal(signal.SIGTERM, _interrupt)
 
 
-def write_post_rollback_settings(directory: Path, **follow_up: object) -> Path:
-    """The shipped post-rollback settings with `follow_up` changed, written to `directory`."""
+def write_post_rollback_settings(
+    directory: Path, after_rollback: dict[str, object] | None = None, **follow_up: object
+) -> Path:
+    """The shipped post-rollback settings with `follow_up` (and the checklist every rollback
+    runs, `after_rollback`) changed, written to `directory`."""
     settings = yaml.safe_load(DEFAULT_POST_ROLLBACK_FILE.read_text())
     settings["follow_up"] = {**settings.get("follow_up", {}), **follow_up}
+    verification = settings["verification"]
+    verification["after_rollback"] = {
+        **verification.get("after_rollback", {}),
+        **(after_rollback or {}),
+    }
     path = directory / "post-rollback.yaml"
     path.write_text(yaml.safe_dump(settings))
     return path
@@ -101,9 +109,14 @@ def local_stack(
     )
     saved = dict(os.environ)
     # Rollbacks in tests do not each start a 30-minute monitor run on the worker;
-    # test_follow_up.py turns it on where it is the subject.
+    # test_follow_up.py turns it on where it is the subject. Most tests roll back Deployments
+    # no service answers for (only the simulator's namespace has /health and metrics), so
+    # the checklist after each rollback is on only where it is the subject
+    # (test_verification_after_rollback.py).
     os.environ[POST_ROLLBACK_ENV] = str(
-        write_post_rollback_settings(tmp_path_factory.mktemp("settings"), enabled=False)
+        write_post_rollback_settings(
+            tmp_path_factory.mktemp("settings"), after_rollback={"enabled": False}, enabled=False
+        )
     )
     try:
         state = stack.up()

@@ -38,7 +38,9 @@ def test_a_rollback_schedules_one_monitor_run(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = write_post_rollback_settings(tmp_path, enabled=True, duration_minutes=1)
+    settings = write_post_rollback_settings(
+        tmp_path, after_rollback={"enabled": False}, enabled=True, duration_minutes=1
+    )
     monkeypatch.setenv(POST_ROLLBACK_ENV, str(settings))
 
     state = kubernetes_rollback("rag-api", return_state=True)
@@ -70,7 +72,9 @@ def test_a_rollback_schedules_one_monitor_run(
 def test_no_monitor_when_nothing_changed(
     local_stack: object, bad_release: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = write_post_rollback_settings(tmp_path, enabled=True, duration_minutes=1)
+    settings = write_post_rollback_settings(
+        tmp_path, after_rollback={"enabled": False}, enabled=True, duration_minutes=1
+    )
     monkeypatch.setenv(POST_ROLLBACK_ENV, str(settings))
     report = kubernetes_rollback("rag-api", dry_run=True)
     assert not any("monitor" in detail for detail in report.details)
