@@ -71,6 +71,27 @@ class RegistryConfig(_Frozen):
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
 
+class ActionsConfig(_Frozen):
+    """Procedure 1: the GitHub Actions workflow that rolls the service back, and how to follow it."""
+
+    api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
+    repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    """`owner/repo` holding the workflow."""
+    workflow: str = Field(default="rollback.yml", pattern=r"^([A-Za-z0-9_.-]+\.ya?ml|[0-9]+)$")
+    """The workflow's file name (or its numeric id)."""
+    ref: str = Field(default="main", min_length=1)
+    """The branch or tag whose version of the workflow runs."""
+    token_secret: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "github-actions-token"
+    """The Prefect Secret block with a token allowed to dispatch it (actions: write)."""
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    """Per request."""
+    appear_timeout_seconds: float = Field(default=120.0, gt=0, le=1800)
+    """How long the dispatched run may take to show up in the runs list."""
+    run_timeout_seconds: float = Field(default=1800.0, gt=0, le=6 * 3600)
+    """How long the run may take to complete."""
+    poll_seconds: float = Field(default=5.0, gt=0, le=60)
+
+
 class LogsConfig(_Frozen):
     """Which recent log lines count as errors after a rollback."""
 
@@ -98,6 +119,11 @@ class Environment(_Frozen):
     """The `cluster` label alerts from this environment carry, where they carry one."""
     prometheus_url: AnyHttpUrl | None = None
     """This environment's Prometheus (`$ROLLBACK_FLOWS_PROMETHEUS_URL` when None)."""
+    skip_confirmation: bool = True
+    """Whether a person's rollback here goes ahead without asking (False: it publishes the
+    plan and waits for an approval first). Automatic rollbacks never ask."""
+    approval_timeout_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    """How long a rollback waits for the approval before it ends with nothing changed."""
 
     def describe(self, name: str) -> str:
         """`staging (namespace staging, cluster eu-2)`."""
@@ -128,6 +154,7 @@ class ServiceConfig(_Frozen):
     image_repository: str = Field(pattern=r"^[a-z0-9.:/_-]+$")
     canary: CanaryConfig | None = None
     registry: RegistryConfig | None = None
+    actions: ActionsConfig | None = None
     logs: LogsConfig = LogsConfig()
     health_url: AnyHttpUrl | None = None
     version_url: AnyHttpUrl | None = None
