@@ -9,7 +9,15 @@ import pytest
 
 from playbook.errors import UnsafePatchError
 from playbook.services import Destination
-from playbook.traffic import plan_canary_removal, stable_violations, virtual_service_state
+from playbook.traffic import (
+    HttpRoute,
+    Mirror,
+    RouteChange,
+    VirtualServiceState,
+    plan_canary_removal,
+    stable_violations,
+    virtual_service_state,
+)
 
 CANARY = Destination(host="rag-api", subset="canary")
 STABLE = Destination(host="rag-api", subset="stable")
@@ -146,3 +154,152 @@ def test_state_summarises_routes() -> None:
         str(state.routes[1]) == "http[1] split (default) -> rag-api/stable 90%, rag-api/canary 10%"
     )
     assert state.resource_version == "77"
+
+
+def test_state_reads_identity_weights_and_every_mirror_of_each_route() -> None:
+    doc = vs(
+        {"name": "qa", "match": [{"uri": {"prefix": "/qa"}}], "route": [dest("stable")]},
+        {
+            "route": [dest("stable"), dest("canary", 100)],  # unset weight of a split is 0
+            "mirror": {"host": "rag-api", "subset": "canary"},
+            "mirrorPercentage": {"value": 5.0},
+        },
+        {
+            "route": [dest("stable", 100)],
+            "mirrors": [
+                {"destination": {"host": "shadow"}, "percentage": {"value": 2.5}},
+                {"destination": {"host": "rag-api", "subset": "canary"}},  # unset: 100 %
+            ],
+        },
+    )
+    doc["metadata"]["generation"] = 7
+    state = virtual_service_state(doc)
+    assert state == VirtualServiceState(
+        namespace="production",
+        name="rag-api",
+        resource_version="77",
+        generation=7,
+        routes=(
+            HttpRoute(0, "qa", True, (("rag-api", "stable", 100),)),
+            HttpRoute(
+                1,
+                None,
+                False,
+                (("rag-api", "stable", 0), ("rag-api", "canary", 100)),
+                (Mirror("rag-api", "canary", 5.0),),
+            ),
+            HttpRoute(
+                2,
+                None,
+                False,
+                (("rag-api", "stable", 100),),
+                (Mirror("shadow", None, 2.5), Mirror("rag-api", "canary", 100.0)),
+            ),
+        ),
+    )
+    assert [str(r) for r in state.routes] == [
+        "http[0] qa (match) -> rag-api/stable 100%",
+        "http[1] (default) -> rag-api/stable 0%, rag-api/canary 100%; mirror rag-api/canary 5%",
+        "http[2] (default) -> rag-api/stable 100%; mirror shadow/- 2.5%, rag-api/canary 100%",
+    ]
+
+
+def test_a_virtual_service_without_metadata_or_hosts_reads_as_empty_never_none() -> None:
+    state = virtual_service_state(
+        {"spec": {"http": [{"route": [{"destination": {}}], "mirrors": [{}]}]}}
+    )
+    assert (state.namespace, state.name, state.resource_version, state.generation) == (
+        "",
+        "",
+        "",
+        0,
+    )
+    assert state.routes[0].destinations == (("", None, 100),)
+    assert state.routes[0].mirrors == (Mirror("", None, 100.0),)
+    empty = virtual_service_state(
+        {"spec": {"http": [{"mirror": {"host": "x"}, "mirrorPercent": ""}]}}
+    )
+    assert empty.routes[0].mirrors == (Mirror("x", None, 100.0),)  # an empty percentage is unset
+
+
+def test_the_plan_names_the_virtual_service_and_each_changed_route() -> None:
+    mirroring = {
+        "name": "qa",
+        "route": [dest("stable", 100)],
+        "mirror": {"host": "rag-api", "subset": "canary"},
+    }
+    before = vs(CANARY_ROUTE, {"name": "split", "route": [dest("stable", 90), dest("canary", 10)]})
+    before["spec"]["http"].insert(0, {**mirroring, "match": [{"uri": {"prefix": "/qa"}}]})
+    plan = plan_canary_removal(before, CANARY, STABLE)
+    assert (plan.namespace, plan.name, plan.resource_version) == ("production", "rag-api", "77")
+    assert plan.changes == (
+        RouteChange(0, "qa", "drop-canary-mirror"),
+        RouteChange(1, "canary", "remove"),
+        RouteChange(2, "split", "route-all-to-stable"),
+    )
+    bare = plan_canary_removal({"spec": {"http": [{"route": [dest("canary")]}]}}, CANARY, STABLE)
+    assert (bare.namespace, bare.name, bare.resource_version) == ("", "", "")
+
+
+def test_a_canary_route_followed_only_by_matched_routes_is_not_removed() -> None:
+    """A route with a match after the canary route is no catch-all: removing would drop requests."""
+    before = vs(CANARY_ROUTE, HEADER_ROUTE)
+    plan = plan_canary_removal(before, CANARY, STABLE)
+    assert plan.changes == (RouteChange(0, "canary", "route-all-to-stable"),)
+    assert apply(before, plan.patch)["spec"]["http"][0]["route"] == [dest("stable", 100)]
+    # a route that only mirrors, without a match, is a catch-all for the routes before it
+    mirror_only = {
+        "route": [dest("stable", 100)],
+        "mirror": {"host": "rag-api", "subset": "canary"},
+    }
+    plan = plan_canary_removal(vs(CANARY_ROUTE, mirror_only), CANARY, STABLE)
+    assert [c.action for c in plan.changes] == ["remove", "drop-canary-mirror"]
+
+
+def test_a_split_between_the_canary_and_two_stable_entries_is_refused() -> None:
+    route = {
+        "route": [
+            dest("canary", 10),
+            dest("stable", 45),
+            dest("stable", 45, host="rag-api.production.svc.cluster.local"),
+        ]
+    }
+    with pytest.raises(UnsafePatchError, match="2 other destination"):
+        plan_canary_removal(vs(route), CANARY, STABLE)
+
+
+def test_a_route_only_to_the_canary_goes_to_stable_without_a_subset_when_stable_has_none() -> None:
+    before = vs({"route": [{"destination": {"host": "rag-api", "subset": "canary"}}]})
+    plan = plan_canary_removal(before, CANARY, Destination(host="rag-api"))
+    assert plan.http_after == ({"route": [{"destination": {"host": "rag-api"}, "weight": 100}]},)
+    # a kept stable destination keeps its own fields (headers) and gets the whole weight
+    kept = {
+        "destination": {"host": "rag-api", "subset": "stable"},
+        "weight": 90,
+        "headers": {"a": 1},
+    }
+    plan = plan_canary_removal(vs({"route": [kept, dest("canary", 10)]}), CANARY, STABLE)
+    assert plan.http_after[0]["route"] == [{**kept, "weight": 100}]
+
+
+def test_a_mirrors_list_keeps_its_other_entries_in_the_plan_result() -> None:
+    shadow = {"destination": {"host": "shadow"}, "percentage": {"value": 1.0}}
+    route = {
+        "route": [dest("stable", 100)],
+        "mirrors": [shadow, {"destination": {"host": "rag-api", "subset": "canary"}}],
+    }
+    plan = plan_canary_removal(vs(route), CANARY, STABLE)
+    assert plan.http_after == ({"route": [dest("stable", 100)], "mirrors": [shadow]},)
+
+
+def test_stable_violations_say_what_is_wrong_with_each_route() -> None:
+    assert stable_violations([], STABLE) == ["the VirtualService has no HTTP route"]
+    # stable listed at 60 % with nothing else: the rest goes nowhere
+    assert stable_violations([{"route": [dest("stable", 60)]}], STABLE) == [
+        "http[0] does not send 100% to rag-api/stable: stable gets 60%"
+    ]
+    assert stable_violations(
+        [{"name": "x", "route": [dest("stable", 80), dest("v0", 10), dest("canary", 10)]}], STABLE
+    ) == ["http[0] (x) does not send 100% to rag-api/stable: rag-api/v0=10%, rag-api/canary=10%"]
+    # a zero-weight entry to another destination is no traffic to it
+    assert stable_violations([{"route": [dest("stable", 100), dest("canary", 0)]}], STABLE) == []
