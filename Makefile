@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := prometheus prometheus-alertmanager postgresql chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages python binaries test lint mutation rollback-prod rollback-staging rollback-environment stack-up stack-down stack-status demo clean
+.PHONY: setup system-packages python binaries test lint mutation stack-up stack-down stack-status demo clean
 
 setup: system-packages python binaries
 
@@ -57,31 +57,6 @@ lint: python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy stack flows tasks playbook receiver bench
-	@test -x "$(ACTIONLINT)" || { echo "lint: $(ACTIONLINT) is missing; make setup builds it"; exit 1; }
-	$(ACTIONLINT) -shellcheck= .github/workflows/*.yml
-
-# Built by `make setup` (stack/build.py) into the binaries' cache.
-ACTIONLINT = $(shell $(PY) -c 'from stack.config import bin_dir; print(bin_dir() / "actionlint")')
-
-# The playbook's quick reference: `make rollback-prod VERSION=v1.2.3` starts the image-rollback
-# deployment on the Prefect server of PREFECT_API_URL (production asks for an approval in the
-# Prefect UI first) and follows the run to its end; a missing or malformed VERSION, or an
-# environment the services file does not have, is refused before anything runs.
-SERVICE ?= rag-api
-rollback-prod:
-	@$(MAKE) --no-print-directory rollback-environment ENVIRONMENT=production
-
-rollback-staging:
-	@$(MAKE) --no-print-directory rollback-environment ENVIRONMENT=staging
-
-rollback-environment: python
-	@$(PY) -c 'import sys; from playbook.rollout import validate_version; \
-		from playbook.services import load_service; from playbook.errors import InvalidInputError; \
-		exec("try:\n validate_version(sys.argv[1]); load_service(sys.argv[2], environment=sys.argv[3])\n" \
-		"except InvalidInputError as e:\n sys.exit(f\"refused, nothing started: {e}\")")' \
-		'$(VERSION)' '$(SERVICE)' '$(ENVIRONMENT)'
-	$(VENV)/bin/prefect deployment run image-rollback/default --param service='"$(SERVICE)"' \
-		--param environment='"$(ENVIRONMENT)"' --param target_version='"$(VERSION)"' --watch
 
 stack-up: setup
 	$(PY) -m stack up --prefect-ui
