@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := prometheus prometheus-alertmanager postgresql chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages python binaries test lint mutation stack-up stack-down stack-status demo clean
+.PHONY: setup system-packages python binaries test lint mutation rollback-prod rollback-staging stack-up stack-down stack-status demo clean
 
 setup: system-packages python binaries
 
@@ -57,6 +57,21 @@ lint: python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy stack flows tasks playbook receiver bench
+	@test -x "$(ACTIONLINT)" || { echo "lint: $(ACTIONLINT) is missing; make setup builds it"; exit 1; }
+	$(ACTIONLINT) -shellcheck= .github/workflows/*.yml
+
+# Built by `make setup` (stack/build.py) into the binaries' cache.
+ACTIONLINT = $(shell $(PY) -c 'from stack.config import bin_dir; print(bin_dir() / "actionlint")')
+
+# The playbook's quick reference: `make rollback-prod VERSION=v1.2.3` starts the image-rollback
+# deployment on the Prefect server of PREFECT_API_URL (production asks for an approval in the
+# Prefect UI first) and follows the run to its end, printing its URL; a missing or malformed
+# VERSION is refused before anything runs (flows/quick_reference.py).
+rollback-prod: python
+	@$(PY) -m flows.quick_reference production "$$VERSION"
+
+rollback-staging: python
+	@$(PY) -m flows.quick_reference staging "$$VERSION"
 
 stack-up: setup
 	$(PY) -m stack up --prefect-ui

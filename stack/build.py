@@ -87,6 +87,13 @@ BINARIES = (
         "github.com/Shopify/toxiproxy/v2/cmd/server",
         estimate="about 1 min",
     ),
+    # `make lint` and a test: the linter of .github/workflows/.
+    Binary(
+        "actionlint",
+        "actionlint",
+        "github.com/rhysd/actionlint/cmd/actionlint",
+        estimate="about 1 min",
+    ),
 )
 
 
