@@ -14,6 +14,7 @@ from playbook.post_rollback import load_post_rollback, parse_post_rollback
 from playbook.thresholds import (
     DEFAULT_MATRIX_FILE,
     MATRIX_ENV,
+    Indicator,
     Level,
     load_decision_matrix,
     parse_decision_matrix,
@@ -185,3 +186,57 @@ def test_post_rollback_settings_must_name_known_indicators() -> None:
     text = "verification:\n  critical: [helth]\nmonitor:\n  indicators:\n    error_rate: {}\n"
     with pytest.raises(InvalidInputError, match=r"unknown checks \['helth'\]"):
         parse_post_rollback(text, MATRIX)
+
+
+def test_no_data_beside_a_warning_makes_the_release_no_data_and_nothing_is_ok() -> None:
+    assert Level.worst([Level.WARNING, Level.NO_DATA]) is Level.NO_DATA
+    assert Level.worst([Level.NO_DATA, Level.CRITICAL, Level.WARNING]) is Level.CRITICAL
+    assert Level.worst([Level.OK, Level.WARNING]) is Level.WARNING
+    assert Level.worst([]) is Level.OK
+    assert [level.rank for level in Level] == [0, 1, 2, 3]
+    result = MATRIX.classify({"error_rate": 0.02, "p99_latency": None})
+    assert result.level is Level.NO_DATA
+    assert result.of("p99_latency").observed == "no data"
+    with pytest.raises(KeyError, match="availability"):
+        result.of("availability")
+    assert MATRIX.classify({}).level is Level.OK
+
+
+def test_a_service_name_with_a_quote_or_backslash_cannot_break_out_of_the_label() -> None:
+    query = MATRIX.indicator("rag_quality_ndcg").render('rag"api\\x', "1m")
+    assert query == r'min(avg_over_time(rag_quality_ndcg{service="rag\"api\\x"}[1m]))'
+    multi = MATRIX.indicator("error_rate").render("rag-api", "30s")
+    assert "  " not in multi and multi.startswith('(sum(rate(http_requests_total{service="rag-api"')
+
+
+def test_each_breach_rule_has_its_opposite_as_the_passing_condition() -> None:
+    base = dict(
+        title="T", unit="count", warning=3, critical=10, window="5m", query='x{s="$service"}'
+    )
+    expected = {"above": ("> 3", "<= 3"), "at_least": (">= 3", "< 3")}
+    for breach, (bad, good) in expected.items():
+        indicator = Indicator(name="t", breach=breach, **base)  # type: ignore[arg-type]
+        assert (indicator.condition(3), indicator.passing_condition(3)) == (bad, good)
+    low = dict(base, warning=10, critical=3)
+    for breach, (bad, good) in {"below": ("< 3", ">= 3"), "at_most": ("<= 3", "> 3")}.items():
+        indicator = Indicator(name="t", breach=breach, **low)  # type: ignore[arg-type]
+        assert (indicator.condition(3), indicator.passing_condition(3)) == (bad, good)
+
+
+def test_each_breach_rule_decides_its_boundary() -> None:
+    base = dict(title="T", unit="score", window="5m", query='x{s="$service"}')
+    at_least = Indicator(name="a", breach="at_least", warning=3, critical=10, **base)  # type: ignore[arg-type]
+    assert [at_least.classify(v) for v in (2.9, 3, 9.9, 10)] == [
+        Level.OK,
+        Level.WARNING,
+        Level.WARNING,
+        Level.CRITICAL,
+    ]
+    at_most = Indicator(name="b", breach="at_most", warning=0.7, critical=0.6, **base)  # type: ignore[arg-type]
+    assert [at_most.classify(v) for v in (0.71, 0.7, 0.61, 0.6)] == [
+        Level.OK,
+        Level.WARNING,
+        Level.WARNING,
+        Level.CRITICAL,
+    ]
+    assert at_most.format(0.61234) == "0.612" and at_most.format(None) == "no data"
