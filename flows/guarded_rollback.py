@@ -11,7 +11,7 @@ it: notify a person, change nothing) → record this one → run the playbook pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from prefect import flow
@@ -22,6 +22,7 @@ from pydantic import Field
 
 from flows.canary_rollback import canary_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
+from flows.notices import started_by, tell
 from flows.rollback_steps import one_rollback_at_a_time
 from playbook.guard import (
     DEFAULT_MAX_AUTOMATIC_PER_HOUR,
@@ -33,6 +34,8 @@ from playbook.guard import (
     lifetime_window,
     now_utc,
 )
+from playbook.incident import StartedBy
+from playbook.notices import Cause
 from playbook.provenance import judge_alert_age
 from playbook.report import RollbackReport
 from playbook.services import ServiceConfig, load_service
@@ -43,7 +46,6 @@ from tasks.concurrency import (
     record_automatic_rollback,
 )
 from tasks.kubernetes import read_rollout_origin
-from tasks.notify import send_notification
 from tasks.prometheus import read_value, resolve_prometheus_url
 
 Procedure = Literal["kubernetes_rollback", "canary_rollback"]
@@ -88,14 +90,18 @@ def _run_id() -> str | None:
     return str(flow_run.id) if flow_run is not None else None
 
 
-def _not_performed_text(namespace: str, service: str, reason: str, why: str) -> str:
-    return (
-        f"🚨 Automatic rollback of {namespace}/{service} NOT performed\n\n"
-        f"Reason for the rollback: {reason or 'not given'}\n"
-        f"Why not: {why}\n"
-        "Action: nothing was changed in the cluster; a person must decide (investigate the "
-        "cause, or roll back to a named revision from the Prefect UI)."
-    )
+def _tell_not_performed(cfg: ServiceConfig, trigger: StartedBy, why: str) -> str:
+    """A person must decide: the automatic rollback did nothing, and why. Never raises."""
+    values = {
+        "environment": cfg.environment,
+        "service": cfg.name,
+        "namespace": cfg.namespace,
+        "time": f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
+        "reason": trigger.text(),
+        "why": why,
+    }
+    breached = frozenset({trigger.indicator} if trigger.indicator else ())
+    return tell("rollback-not-performed", values, Cause(breached), trigger).outcome()
 
 
 @flow(name="guarded-rollback", log_prints=True)
@@ -110,6 +116,7 @@ def guarded_rollback(
     max_per_hour: Annotated[int, Field(ge=0, le=10)] = DEFAULT_MAX_AUTOMATIC_PER_HOUR,
     notify_secret_block: str | None = None,
     alert_started_at: datetime | None = None,
+    alert_fingerprint: str | None = None,
     indicator: str | None = None,
     recheck: bool = True,
     max_release_age_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 360,
@@ -138,6 +145,7 @@ def guarded_rollback(
         notify_secret_block: The Secret block with the notification webhook URL (else
             `$ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL`).
         alert_started_at: When the triggering alert started (its `startsAt`).
+        alert_fingerprint: The triggering alert's fingerprint, for the audit trail.
         indicator: The decision-matrix indicator the alert is about (e.g. `error_rate`).
         recheck: Measure `indicator` again before acting; refuse unless still critical.
         max_release_age_minutes: An alert is about a release only if the current revision
@@ -152,6 +160,14 @@ def guarded_rollback(
     cfg = load_service(service, namespace, environment, cluster)
     ns = cfg.namespace
     measured = load_decision_matrix().indicator(indicator) if indicator else None
+    trigger = StartedBy(
+        "alert" if alert_started_at is not None else "automation" if automatic else "person",
+        reason,
+        indicator=indicator,
+        alert_fingerprint=alert_fingerprint,
+        alert_started_at=alert_started_at,
+        notify_secret_block=notify_secret_block,
+    )
 
     def stopped(action: Action, message: str, recent: int = 0) -> GuardedRollback:
         logger.warning("%s", message)
@@ -181,12 +197,10 @@ def guarded_rollback(
                 timedelta(minutes=max_release_age_minutes),
             )
             if refusal is not None:
+                message = refusal.message
                 if refusal.notify and automatic and not dry_run:
-                    send_notification(
-                        _not_performed_text(ns, cfg.name, reason, refusal.message),
-                        notify_secret_block,
-                    )
-                return stopped(refusal.action, refusal.message)
+                    message += f"; {_tell_not_performed(cfg, trigger, refusal.message)}"
+                return stopped(refusal.action, message)
         if automatic and not dry_run:
             ledger = ledger_name(ns, cfg.name)
             entries = read_rollback_ledger(ledger)
@@ -194,29 +208,25 @@ def guarded_rollback(
             decision = check_cap(entries, now, max_per_hour)
             recent = len(decision.recent)
             if not decision.allowed:
-                send_notification(
-                    _not_performed_text(ns, cfg.name, reason, f"{decision.message}."),
-                    notify_secret_block,
-                )
-                return stopped(
-                    "capped",
-                    f"not rolled back: {decision.message}; a person was notified",
-                    recent,
-                )
+                told = _tell_not_performed(cfg, trigger, f"{decision.message}.")
+                return stopped("capped", f"not rolled back: {decision.message}; {told}", recent)
             logger.info("%s; this is one more", decision.message)
             record_automatic_rollback(ledger, entries, LedgerEntry(now, _run_id(), reason[:100]))
             recent += 1
         run = kubernetes_rollback if procedure == "kubernetes_rollback" else canary_rollback
         try:
-            report = run(service=cfg.name, environment=cfg.environment, dry_run=dry_run)
-        except RollbackRefusedError as exc:
-            if automatic and not dry_run:
-                send_notification(
-                    _not_performed_text(ns, cfg.name, reason, str(exc)), notify_secret_block
+            with started_by(trigger):
+                report = run(
+                    service=cfg.name,
+                    environment=cfg.environment,
+                    dry_run=dry_run,
+                    skip_confirmation=True,  # automatic rollbacks never ask
                 )
-            return stopped(
-                "refused", f"{exc}; a person was notified" if automatic else str(exc), recent
-            )
+        except RollbackRefusedError as exc:
+            message = str(exc)
+            if automatic and not dry_run:
+                message += f"; {_tell_not_performed(cfg, trigger, str(exc))}"
+            return stopped("refused", message, recent)
     return _publish(
         GuardedRollback(
             cfg.name,

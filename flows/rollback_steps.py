@@ -19,10 +19,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
+from flows.notices import current_trigger, tell
 from flows.verify_rollback import check_the_service
 from playbook.checks import Checklist
-from playbook.errors import RollbackError, VerificationFailedError
+from playbook.errors import RollbackError, TransientError, VerificationFailedError
 from playbook.guard import RollbackRefusedError, lifetime_window
+from playbook.incident import StartedBy
+from playbook.notices import Cause, infrastructure_evidence
 from playbook.post_rollback import load_post_rollback
 from playbook.report import RollbackReport, Stopwatch, unready_pods
 from playbook.results import EventRecord, LogScan
@@ -32,7 +35,13 @@ from playbook.thresholds import load_decision_matrix
 from tasks.concurrency import ensure_service_lock, hold_service_lock, lock_name
 from tasks.followup import schedule_post_rollback_monitor
 from tasks.gitops import read_gitops_owner, suspend_gitops_owner
-from tasks.kubernetes import kubernetes_context, list_pods, read_error_logs, read_recent_events
+from tasks.kubernetes import (
+    kubernetes_context,
+    list_pods,
+    read_deployment_status,
+    read_error_logs,
+    read_recent_events,
+)
 
 
 @contextlib.contextmanager
@@ -199,13 +208,45 @@ def wait_verify_and_report(
     re-raises; the post-rollback monitor is scheduled after a success and after a failed
     checklist (the change is in place and must be watched).
     """
+    trigger = current_trigger()
+    breached = frozenset({trigger.indicator} if trigger.indicator else ())
+    started = (
+        tell(
+            "incident-start",
+            _notice_values(cfg, report, trigger, status="In Progress", impact=_impact(cfg, report)),
+            Cause(breached),
+            trigger,
+            wait=False,  # sent while the rollout goes on
+        )
+        if changed
+        else None
+    )
+
+    def failed(exc: RollbackError, done: RollbackReport, watched: bool) -> RollbackError:
+        """Publish the failure, tell people, schedule the monitor when the change stays."""
+        if watched:
+            done = follow_up(cfg, done)
+        evidence = infrastructure_evidence(
+            done.pods or _pods_for_evidence(cfg),
+            [f"Kubernetes API: {exc}"] if isinstance(exc, TransientError) else [],
+        )
+        told = tell(
+            "rollback-failed",
+            {**_notice_values(cfg, done, trigger), "failure": str(exc), "changed": changed},
+            Cause(breached, evidence),
+            trigger,
+        )
+        lines = [started.outcome()] if started else []
+        lines.append(told.outcome())
+        publish_failure(replace(done, details=(*done.details, *lines)), exc, watch, changed)
+        return exc
+
     try:
         settled = settle()
         with watch.step("verify pods"):
             pods, events, logs = verify_pods(cfg, settled.status)
     except RollbackError as exc:
-        publish_failure(report, exc, watch, changed=changed)
-        raise
+        raise failed(exc, report, watched=False) from None
     done = replace(
         report,
         outcome=outcome(settled),
@@ -221,17 +262,57 @@ def wait_verify_and_report(
         with watch.step("verify service"):
             done = verify_the_service(cfg, done, waited_since=time.monotonic() if changed else None)
     except RollbackError as exc:
-        publish_failure(follow_up(cfg, done), exc, watch, changed=changed)
-        raise
+        raise failed(exc, done, watched=changed) from None
     done = replace(done, durations=tuple(watch.steps), total_seconds=watch.total())
     if done.verification is not None and not done.verification.passed:
-        error = VerificationFailedError(
-            f"{done.outcome}, but verification of {cfg.name} in {cfg.namespace} at "
-            f"{done.to_version} {done.verification.summary()}"
+        raise failed(
+            VerificationFailedError(
+                f"{done.outcome}, but verification of {cfg.name} in {cfg.namespace} at "
+                f"{done.to_version} {done.verification.summary()}"
+            ),
+            done,
+            watched=True,
         )
-        publish_failure(follow_up(cfg, done), error, watch, changed=changed)
-        raise error
+    if started:
+        done = replace(done, details=(*done.details, started.outcome()))
     return publish_report(follow_up(cfg, done))
+
+
+def _notice_values(
+    cfg: ServiceConfig, report: RollbackReport, trigger: StartedBy, **extra: object
+) -> dict[str, object]:
+    return {
+        "environment": cfg.environment,
+        "service": cfg.name,
+        "namespace": cfg.namespace,
+        "time": f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
+        "reason": trigger.text(),
+        "from_version": report.from_version or "an unknown version",
+        "to_version": report.to_version or "an unknown version",
+        **extra,
+    }
+
+
+def _impact(cfg: ServiceConfig, report: RollbackReport) -> str:
+    """What a person should expect while the rollback runs."""
+    if report.flow == "canary_rollback":
+        return (
+            f"the canary's traffic returns to the stable {report.to_version or 'version'}; "
+            "the stable pods keep serving"
+        )
+    return (
+        f"rolling update of the pods of {cfg.namespace}/{cfg.deployment}; they keep serving "
+        "while the old version's pods are replaced"
+    )
+
+
+def _pods_for_evidence(cfg: ServiceConfig) -> tuple[PodState, ...]:
+    """The Deployment's pods, for telling who must look; nothing when they cannot be read."""
+    try:
+        status = read_deployment_status(cfg.namespace, cfg.deployment)
+        return list_pods(cfg.namespace, status.label_selector)
+    except RollbackError:
+        return ()
 
 
 def verify_the_service(

@@ -26,6 +26,7 @@ from playbook.errors import (
 )
 
 WEBHOOK_URL_ENV = "ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL"
+SECRET_BLOCK_ENV = "ROLLBACK_FLOWS_NOTIFY_SECRET_BLOCK"
 TIMEOUT_SECONDS = 10.0
 
 
@@ -38,13 +39,21 @@ class Notification:
     status_code: int
 
 
+def configured(secret_block: str | None = None) -> bool:
+    """True when a webhook is configured: a Secret block is named (here or by
+    `$ROLLBACK_FLOWS_NOTIFY_SECRET_BLOCK`) or `$ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL` is set."""
+    return bool(secret_block or os.environ.get(SECRET_BLOCK_ENV) or os.environ.get(WEBHOOK_URL_ENV))
+
+
 def webhook_url(secret_block: str | None = None) -> SecretStr:
-    """The webhook URL from the Secret block `secret_block`, else from the environment.
+    """The webhook URL from the Secret block `secret_block` (else the one
+    `$ROLLBACK_FLOWS_NOTIFY_SECRET_BLOCK` names), else from `$ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL`.
 
     Raises:
         AccessDeniedError: neither is set, or the block cannot be loaded.
         InvalidInputError: the value is not an http(s) URL.
     """
+    secret_block = secret_block or os.environ.get(SECRET_BLOCK_ENV)
     if secret_block:
         from prefect.blocks.system import Secret
 

@@ -204,14 +204,17 @@ def test_the_fourth_automatic_rollback_within_the_hour_notifies_and_changes_noth
         assert result.report.changed
         assert snapshot(apps, ns).image == f"{REPOSITORY}:{GOOD}"
         assert result.recent_automatic == attempt + 1
-    assert notifications.received() == []
+    # each rollback told its start; none was "not performed"
+    texts = [d.body["text"] for d in notifications.received("/slack")]
+    assert len(texts) == 3 and all("Rollback Initiated" in t for t in texts), texts
 
     release(apps, ns, "v1.2.7")
     before = snapshot(apps, ns)
     capped = guarded_rollback("rag-api", reason="test attempt 4")
     assert capped.action == "capped" and capped.report is None
     assert snapshot(apps, ns) == before  # same generation, resourceVersion and ReplicaSets
-    sent = notifications.wait_for(lambda d: d.path == "/slack", timeout=10)
+    assert "rollback-not-performed notice sent to 127.0.0.1" in capped.message
+    sent = notifications.wait_for(lambda d: "NOT performed" in d.body["text"], timeout=10)
     assert f"Automatic rollback of {ns}/rag-api NOT performed" in sent.body["text"]
     assert "reached the cap of 3" in sent.body["text"]
     assert "test attempt 4" in sent.body["text"]
@@ -290,7 +293,7 @@ def test_an_alert_older_than_the_last_automatic_rollback_does_not_undo_it_again(
     fresh = guarded_rollback("rag-api", reason="new", alert_started_at=datetime.now(UTC))
     assert fresh.action == "refused" and "the version that rollback removed" in fresh.message
     assert snapshot(apps, ns) == rolled_back
-    sent = notifications.wait_for(lambda d: d.path == "/slack", timeout=10)
+    sent = notifications.wait_for(lambda d: "NOT performed" in d.body["text"], timeout=10)
     assert f"Automatic rollback of {ns}/rag-api NOT performed" in sent.body["text"]
 
 
