@@ -16,6 +16,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.logging import get_run_logger
 
+from flows.approval import approve_the_plan
 from flows.rollback_steps import (
     Settled,
     container_version,
@@ -38,6 +39,7 @@ def canary_rollback(
     namespace: str | None = None,
     environment: str | None = None,
     dry_run: bool = False,
+    skip_confirmation: bool | None = None,
 ) -> RollbackReport:
     """Send all of a service's traffic to stable, mirror none to the canary, and scale the
     canary Deployment to 0.
@@ -49,6 +51,8 @@ def canary_rollback(
             ...); its default one unless this or `namespace` names one.
         dry_run: Print the exact JSON patch and scale (validated by the API server), change
             nothing.
+        skip_confirmation: Go ahead without a person's approval of the plan; the
+            environment's `skip_confirmation` when None (production asks).
 
     Raises:
         InvalidInputError: unknown service, or a service without a canary (nothing changed).
@@ -63,6 +67,12 @@ def canary_rollback(
         if cfg.canary is None:
             raise InvalidInputError(f"service {cfg.name!r} has no canary configured")
         canary = cfg.canary
+        approval = approve_the_plan(
+            cfg,
+            skip_confirmation,
+            dry_run,
+            lambda: canary_rollback.fn(service, namespace, environment, True),
+        )
         ns = cfg.namespace
         watch = Stopwatch()
 
@@ -119,7 +129,7 @@ def canary_rollback(
             outcome="dry run: " + ("; ".join(details) or "nothing to do"),
             changed=False,
             dry_run=dry_run,
-            details=tuple(details),
+            details=(*details, *approval),
         )
         if dry_run:
             return publish_dry_run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.logging import get_run_logger
 
+from flows.approval import approve_the_plan
 from flows.rollback_steps import (
     Settled,
     keep_gitops_from_reverting,
@@ -33,6 +34,7 @@ def image_rollback(
     container: str | None = None,
     dry_run: bool = False,
     suspend_gitops: bool = False,
+    skip_confirmation: bool | None = None,
 ) -> RollbackReport:
     """Set a service's container image to `target_version` after confirming the tag exists.
 
@@ -46,6 +48,8 @@ def image_rollback(
         dry_run: Print the exact patch (validated by the API server) and change nothing.
         suspend_gitops: When an Argo CD Application or Flux Kustomization/HelmRelease would put
             the old version back, suspend it first (it is never resumed by this flow).
+        skip_confirmation: Go ahead without a person's approval of the plan; the
+            environment's `skip_confirmation` when None (production asks).
 
     Raises:
         InvalidInputError: unknown service or container, malformed version (nothing changed).
@@ -56,6 +60,14 @@ def image_rollback(
     cfg = load_service(service, namespace, environment)
     with one_rollback_at_a_time(cfg, "image-rollback", dry_run):
         version = validate_version(target_version)
+        approval = approve_the_plan(
+            cfg,
+            skip_confirmation,
+            dry_run,
+            lambda: image_rollback.fn(
+                service, version, namespace, environment, container, True, suspend_gitops
+            ),
+        )
         ns, name = cfg.namespace, cfg.deployment
         container_name = container or cfg.container
         watch = Stopwatch()
@@ -89,7 +101,7 @@ def image_rollback(
             outcome=f"dry run: would set {container_name}={image}",
             changed=False,
             dry_run=dry_run,
-            details=gitops,
+            details=(*gitops, *approval),
         )
 
         if already:

@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
+from flows.approval import approve_the_plan
 from flows.rollback_steps import (
     Settled,
     container_version,
@@ -38,6 +39,7 @@ def kubernetes_rollback(
     dry_run: bool = False,
     suspend_gitops: bool = False,
     force: bool = False,
+    skip_confirmation: bool | None = None,
 ) -> RollbackReport:
     """Roll a service's Deployment back to its previous revision, or to `to_revision`.
 
@@ -57,6 +59,8 @@ def kubernetes_rollback(
             after this tool's last rollback of it (which restores the version it removed).
         suspend_gitops: When an Argo CD Application or Flux Kustomization/HelmRelease would put
             the old version back, suspend it first (it is never resumed by this flow).
+        skip_confirmation: Go ahead without a person's approval of the plan; the
+            environment's `skip_confirmation` when None (production asks).
 
     Raises:
         InvalidInputError: unknown service, or a revision that does not exist (nothing changed).
@@ -69,6 +73,14 @@ def kubernetes_rollback(
     logger = get_run_logger()
     cfg = load_service(service, namespace, environment)
     with one_rollback_at_a_time(cfg, "kubernetes-rollback", dry_run):
+        approval = approve_the_plan(
+            cfg,
+            skip_confirmation,
+            dry_run,
+            lambda: kubernetes_rollback.fn(
+                service, namespace, environment, to_revision, True, suspend_gitops, force
+            ),
+        )
         ns, name = cfg.namespace, cfg.deployment
         watch = Stopwatch()
 
@@ -112,7 +124,7 @@ def kubernetes_rollback(
             outcome=f"dry run: {plan.summary}",
             changed=False,
             dry_run=dry_run,
-            details=(*gitops, *(f"Warning: {w}" for w in undo.config_warnings)),
+            details=(*gitops, *(f"Warning: {w}" for w in undo.config_warnings), *approval),
         )
         if dry_run:
             text = f"dry run: would {plan.summary}" if not plan.already_current else plan.summary

@@ -60,7 +60,8 @@ def main() -> int:
     with temporary_settings({PREFECT_API_URL: state.prefect_api_url}):
         run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call, not a coroutine
             "kubernetes-rollback/default",
-            parameters={"service": "rag-api", "namespace": NAMESPACE},
+            # production asks for an approval first; the demo goes ahead without asking
+            parameters={"service": "rag-api", "namespace": NAMESPACE, "skip_confirmation": True},
             timeout=300,
         )
     ui = state.prefect_api_url.removesuffix("/api") if state.prefect_api_url else ""

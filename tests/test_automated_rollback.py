@@ -205,6 +205,7 @@ def run_image_rollback(services_file: str) -> Callable[[dict[str, str]], str]:
                 "service": "rag-api",
                 "environment": inputs["environment"],
                 "target_version": inputs["target_version"],
+                "skip_confirmation": inputs["skip_confirmation"] == "true",
             },
             job_variables={"env": {SERVICES_ENV: services_file}},
             timeout=150,
