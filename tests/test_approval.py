@@ -39,6 +39,7 @@ from prefect.states import State
 
 from flows.approval import asks_approval, plan_markdown
 from flows.canary_rollback import canary_rollback
+from flows.guarded_rollback import guarded_rollback
 from flows.image_rollback import image_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.report import RollbackReport
@@ -327,3 +328,15 @@ def test_a_rejected_canary_rollback_leaves_the_virtual_service_and_both_deployme
     assert after["spec"] == vs["spec"]
     assert snapshot(apps, namespace) == stable
     assert snapshot(apps, namespace, "rag-api-canary") == canary
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(180)
+def test_the_alert_path_never_asks(apps: client.AppsV1Api, at_v124: str) -> None:
+    asking(at_v124, timeout_minutes=0.05)  # were it to ask, it would end unapproved in 3 s
+
+    state = guarded_rollback("rag-api", reason="RagApiHighErrorRate", return_state=True)
+
+    assert state.is_completed(), state.message
+    assert state.result().action == "rolled_back"
+    assert snapshot(apps, at_v124).image == f"{REPOSITORY}:v1.2.3"
