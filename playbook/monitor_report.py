@@ -133,14 +133,15 @@ class MonitorReport:
         by_name = {o.indicator.name: o.indicator for o in self.outcomes}
         header = " | ".join(f"{by_name[n].title} | verdict" for n in names)
         lines += [f"| time | {header} | overall |", "|---" * (2 * len(names) + 2) + "|"]
-        for ev in _table_rows(self.evaluations):
+        rows = _table_rows(self.evaluations)
+        for ev in rows:
             values, verdicts = dict(ev.values), dict(ev.verdicts)
             cells = " | ".join(
                 f"{by_name[n].format(values.get(n))} | {verdicts[n].value}" for n in names
             )
             lines.append(f"| {ev.at:%H:%M:%S} | {cells} | {ev.verdict.value} |")
         if len(self.evaluations) > MAX_TABLE_ROWS:
-            lines += ["", f"({MAX_TABLE_ROWS} of {len(self.evaluations)} rows: every verdict "
+            lines += ["", f"({len(rows)} of {len(self.evaluations)} rows: every verdict "
                       "change and evenly spaced rows between.)"]  # fmt: skip
         lines += ["", "## Charts", ""]
         times = [ev.at for ev in self.evaluations]
