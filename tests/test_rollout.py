@@ -11,16 +11,23 @@ from playbook.errors import InvalidInputError, RevisionNotFoundError
 from playbook.rollout import (
     CHANGE_CAUSE_ANNOTATION,
     REVISION_ANNOTATION,
+    REVISION_HISTORY_ANNOTATION,
+    Condition,
+    PodState,
+    Revision,
+    RolloutStatus,
     describe_waiting,
     parse_image,
     plan_undo,
     pod_state,
     revision_history,
+    revision_of,
     rollout_progress,
     rollout_status,
     set_image_patch,
     templates_equal,
     validate_version,
+    version_of,
 )
 
 UID = "5f0c6d0e-0000-4000-8000-000000000001"
@@ -326,3 +333,234 @@ def test_set_image_patch_names_the_container_and_records_the_cause() -> None:
         {"name": "rag-api", "image": "ghcr.io/acme/rag-api:v1.2.3"}
     ]
     assert patch["metadata"]["annotations"][CHANGE_CAUSE_ANNOTATION] == "rollback"
+
+
+# stated exactly: what the API's JSON becomes, and the undo's choices ----------------------
+
+
+def test_status_reads_every_field_of_the_deployment() -> None:
+    d = deployment("ghcr.io/acme/rag-api:v1.2.4", 3, readyReplicas=2, availableReplicas=2)
+    d["spec"]["paused"] = True
+    d["status"]["conditions"] = [
+        {
+            "type": "Available",
+            "status": "False",
+            "reason": "MinimumReplicasUnavailable",
+            "message": "m",
+        }
+    ]
+    d["status"]["replicas"] = 4
+    d["status"]["updatedReplicas"] = 2
+    status = rollout_status(d)
+    assert status == RolloutStatus(
+        namespace="production",
+        name="rag-api",
+        generation=4,
+        observed_generation=4,
+        resource_version="1234",
+        revision=3,
+        desired_replicas=3,
+        replicas=4,
+        updated_replicas=2,
+        ready_replicas=2,
+        available_replicas=2,
+        images=(("rag-api", "ghcr.io/acme/rag-api:v1.2.4"),),
+        selector=(("app", "rag-api"),),
+        paused=True,
+        conditions=(Condition("Available", "False", "MinimumReplicasUnavailable", "m"),),
+        complete=False,
+        failed=False,
+        message='Waiting for deployment "rag-api" rollout to finish: '
+        "2 out of 3 new replicas have been updated...",
+    )
+    assert status.condition("Available") == status.conditions[0]
+    assert status.condition("Progressing") is None
+
+
+def test_a_bare_deployment_reads_as_one_desired_replica_and_nothing_else() -> None:
+    status = rollout_status({})
+    assert (status.namespace, status.name, status.resource_version) == ("", "", "")
+    assert (status.generation, status.observed_generation, status.revision) == (0, 0, None)
+    assert (status.desired_replicas, status.replicas, status.updated_replicas) == (1, 0, 0)
+    assert (status.available_replicas, status.paused, status.conditions) == (0, False, ())
+    assert (
+        status.message
+        == 'Waiting for deployment "?" rollout to finish: 0 out of 1 new replicas have been updated...'
+    )
+    assert rollout_status({"spec": {"replicas": "x"}}).desired_replicas == 1  # unparsable: default
+    assert rollout_status({"spec": {"replicas": 0}}).complete
+    condition = rollout_status({"status": {"conditions": [{}]}}).conditions
+    assert condition == (Condition("", "", "", ""),)
+
+
+def test_counts_are_read_only_from_integers_or_integer_strings() -> None:
+    d = deployment("img:v1", 3, replicas="4", updatedReplicas="-1", availableReplicas=2.5)
+    status = rollout_status(d)
+    assert (status.replicas, status.updated_replicas, status.available_replicas) == (4, -1, 0)
+
+
+def test_a_progress_deadline_on_another_condition_type_is_not_a_failure() -> None:
+    d = deployment("img:v1", 3, availableReplicas=2)
+    d["status"]["conditions"] = [{"type": "Available", "reason": "ProgressDeadlineExceeded"}]
+    assert rollout_progress(d)[:2] == (False, False)
+    d["status"]["conditions"] = [{"type": "Progressing", "reason": "NewReplicaSetAvailable"}]
+    assert rollout_progress(d)[:2] == (False, False)
+
+
+def test_history_skips_a_replicaset_that_is_not_the_controllers_and_reads_each_revision() -> None:
+    # owned by the Deployment but not as its controller (an adopted or orphaned ReplicaSet)
+    not_controller = replicaset("ghcr.io/acme/rag-api:v0.9", 9, "ddd")
+    not_controller["metadata"]["ownerReferences"][0]["controller"] = False
+    history = [*HISTORY, not_controller]
+    history[1] = {**history[1], "status": {"replicas": 2}}
+    revisions = revision_history(deployment("x", 3), history)
+    assert revisions == (
+        Revision(
+            1, "rag-api-aaa", (("rag-api", "ghcr.io/acme/rag-api:v1.2.2"),), "release v1.2.2", 0
+        ),
+        Revision(2, "rag-api-bbb", (("rag-api", "ghcr.io/acme/rag-api:v1.2.3"),), None, 2),
+        Revision(3, "rag-api-ccc", (("rag-api", "ghcr.io/acme/rag-api:v1.2.4"),), None, 0),
+    )
+    # a ReplicaSet without a revision before the others does not hide them
+    assert len(revision_history(deployment("x", 3), [HISTORY[4], *HISTORY[:3]])) == 3
+    assert revision_of({"metadata": {"annotations": {REVISION_ANNOTATION: "v3"}}}) is None
+    assert revision_of({}) is None
+
+
+def test_undo_without_to_revision_or_with_to_revision_0_goes_to_the_previous_revision() -> None:
+    """kubectl rollout undo --to-revision=0 means the previous revision."""
+    d = deployment("ghcr.io/acme/rag-api:v1.2.4", 3)
+    previous = plan_undo(d, HISTORY)
+    assert plan_undo(d, HISTORY, to_revision=0) == previous
+    assert previous.target.number == 2 and previous.current_revision == 3
+    assert previous.summary == (
+        "roll Deployment production/rag-api back from revision 3 to revision 2 "
+        "(rag-api=ghcr.io/acme/rag-api:v1.2.3)"
+    )
+    assert previous.patch[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "1234"}
+    assert previous.patch[1]["path"] == "/spec/template"
+    assert "pod-template-hash" not in previous.patch[1]["value"]["metadata"]["labels"]
+    # the ReplicaSet's own template keeps its hash label (a deep copy was patched)
+    assert HISTORY[1]["spec"]["template"]["metadata"]["labels"]["pod-template-hash"] == "bbb"
+
+
+def test_undo_errors_name_the_deployment_and_its_revisions() -> None:
+    d = deployment("x", 3)
+    with pytest.raises(
+        RevisionNotFoundError,
+        match=r"^unable to find revision 5 in the history of Deployment rag-api \(its revisions: 1, 2, 3\)$",
+    ):
+        plan_undo(d, HISTORY, to_revision=5)
+    with pytest.raises(RevisionNotFoundError, match=r"\(its revisions: none\)$"):
+        plan_undo(d, [], to_revision=5)
+    with pytest.raises(
+        RevisionNotFoundError,
+        match=r"^no previous revision to roll back to: Deployment rag-api has 1 revision\(s\) in its history$",
+    ):
+        plan_undo(d, HISTORY[:1])
+    with pytest.raises(
+        InvalidInputError, match=r"^to_revision must be a positive revision number, not -1$"
+    ):
+        plan_undo(d, HISTORY, to_revision=-1)
+    paused = deployment("x", 3)
+    paused["spec"]["paused"] = True
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^Deployment rag-api is paused; resume it \(kubectl rollout resume\) before undoing$",
+    ):
+        plan_undo(paused, HISTORY)
+
+
+def test_the_already_current_summary_names_the_revision() -> None:
+    plan = plan_undo(deployment("ghcr.io/acme/rag-api:v1.2.3", 3), HISTORY, to_revision=2)
+    assert plan.already_current and plan.patch == ()
+    assert plan.summary == (
+        "Deployment production/rag-api is already at revision 2 (its template equals that "
+        "revision's); nothing to do"
+    )
+
+
+def test_a_renumbered_revision_is_found_only_by_its_history_numbers() -> None:
+    reused = replicaset("ghcr.io/acme/rag-api:v1.2.2", 4, "aaa")
+    reused["metadata"]["annotations"][REVISION_HISTORY_ANNOTATION] = "1, 3,x"
+    history = [reused, HISTORY[1]]
+    assert plan_undo(deployment("y", 4), history, to_revision=3).target.number == 4
+    assert plan_undo(deployment("y", 4), history, to_revision=1).target.number == 4
+    with pytest.raises(RevisionNotFoundError):
+        plan_undo(deployment("y", 4), history, to_revision=5)
+
+
+def test_pods_read_phase_readiness_restarts_and_every_waiting_reason() -> None:
+    state = pod_state(
+        {
+            "metadata": {"name": "p", "labels": {"pod-template-hash": "ccc"}},
+            "spec": {"containers": [{"image": "a:1"}, {"image": "b:2"}]},
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {"type": "Ready", "status": "False"},
+                    {"type": "Initialized", "status": "True"},
+                ],
+                "initContainerStatuses": [
+                    {"restartCount": 1, "state": {"waiting": {"reason": "PodInitializing"}}}
+                ],
+                "containerStatuses": [
+                    {"restartCount": "2", "state": {"waiting": {"reason": "ImagePullBackOff"}}},
+                    {"state": {"waiting": {}}},
+                ],
+            },
+        }
+    )
+    assert state == PodState(
+        "p",
+        "Pending",
+        False,
+        3,
+        ("PodInitializing", "ImagePullBackOff"),
+        "ccc",
+        ("a:1", "b:2"),
+        False,
+    )
+    bare = pod_state({"metadata": {"deletionTimestamp": "t"}})
+    assert bare == PodState("", "Unknown", False, 0, (), None, (), True)
+
+
+def test_waiting_pods_are_grouped_by_reason_and_deleted_ones_left_out() -> None:
+    pods = [
+        PodState("b", "Pending", False, 0, ("ImagePullBackOff",), None, (), False),
+        PodState("a", "Pending", False, 0, ("ImagePullBackOff", "ErrImagePull"), None, (), False),
+        PodState("c", "Running", False, 0, (), None, (), False),
+        PodState("d", "Running", False, 0, (), None, (), True),
+        PodState("e", "Running", True, 0, (), None, (), False),
+    ]
+    assert describe_waiting(pods) == (
+        "ErrImagePull: a; ImagePullBackOff: a, b; running but not ready: c"
+    )
+    assert describe_waiting(pods[4:]) == "no pod is waiting"
+
+
+def test_malformed_image_references_are_refused_naming_them() -> None:
+    with pytest.raises(InvalidInputError, match=r"^malformed image reference 'a b'$"):
+        parse_image("a b")
+    with pytest.raises(InvalidInputError, match=r"^malformed image tag '-x' in 'repo:-x'$"):
+        parse_image("repo:-x")
+    with pytest.raises(InvalidInputError, match=r"^malformed image reference ':v1'$"):
+        parse_image(":v1")
+    assert parse_image("localhost:5000/rag-api").tag is None
+    assert parse_image("r:v1").with_tag("v2") == "r:v2"
+    assert version_of("ghcr.io/acme/rag-api:v1.2.3@sha256:abc") == "v1.2.3"
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^malformed version 'v1\.2': expected a release tag like v1\.2\.3 or v1\.2\.3-rc\.1$",
+    ):
+        validate_version("v1.2")
+
+
+def test_status_names_the_containers_when_one_is_unknown() -> None:
+    d = deployment("a:1", 3)
+    d["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "s:1"})
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^Deployment production/rag-api has no container 'api' \(its containers: rag-api, sidecar\)$",
+    ):
+        rollout_status(d).image_of("api")
