@@ -17,15 +17,18 @@ Serves, for one repository and the workflow files given (read from the repositor
 401 "Bad credentials" for a wrong token. `throttle()` makes the next requests answer a rate
 limit (403 or 429 with `retry-after`, or `x-ratelimit-remaining: 0` and
 `x-ratelimit-reset`). A dispatched run appears in the list after `appear_after` seconds, then
-runs its `job` (a callable given the inputs, returning the conclusion) in a thread, as the
-real workflow's job would run on a runner. Every request is recorded for assertions.
+runs its `job` (a callable given the inputs, returning the conclusion) in a thread, as a
+runner would; `run_steps` makes that job the workflow file's own `run:` steps. Every request
+is recorded for assertions.
 """
 
 from __future__ import annotations
 
 import contextvars
 import json
+import os
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -68,15 +71,59 @@ def _iso(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _render_run_name(template: str, inputs: dict[str, str]) -> str:
-    """The workflow's `run-name` with `${{ inputs.x }}` and `${{ inputs.x || 'y' }}` filled."""
+def _expand(text: str, context: dict[str, dict[str, str]]) -> str:
+    """`${{ inputs.x }}`, `${{ vars.x }}`, `${{ secrets.x }}` (and `a || 'b'`) in `text`."""
 
     def fill(match: re.Match[str]) -> str:
-        name, fallback = match.group(1), match.group(2)
-        value = inputs.get(name, "")
-        return value or (fallback or "")
+        scope, name, fallback = match.group(1), match.group(2), match.group(3)
+        return context.get(scope, {}).get(name, "") or (fallback or "")
 
-    return re.sub(r"\$\{\{\s*inputs\.(\w+)(?:\s*\|\|\s*'([^']*)')?\s*\}\}", fill, template)
+    pattern = r"\$\{\{\s*(inputs|vars|secrets)\.(\w+)(?:\s*\|\|\s*'([^']*)')?\s*\}\}"
+    return re.sub(pattern, fill, text)
+
+
+def run_steps(
+    workflow: str,
+    variables: dict[str, str],
+    secrets: dict[str, str],
+    path: str,
+    installed: tuple[str, ...] = ("pip install",),
+) -> Callable[[dict[str, str]], str]:
+    """A job that runs the workflow's own `run:` steps with bash, as a runner would: the job's
+    `env` filled from the inputs, `vars` and `secrets`; `uses:` steps and steps that install
+    what `path` already provides (`installed`) are the runner's setup and are skipped. The
+    conclusion is `failure` from the first step that exits non-zero."""
+
+    def job(inputs: dict[str, str]) -> str:
+        data = yaml.safe_load((WORKFLOWS / workflow).read_text())
+        [spec] = data["jobs"].values()
+        context = {"inputs": inputs, "vars": variables, "secrets": secrets}
+        env = {k: _expand(str(v), context) for k, v in (spec.get("env") or {}).items()}
+        for step in spec["steps"]:
+            script = step.get("run")
+            if script is None or any(word in script for word in installed):
+                continue
+            done = subprocess.run(
+                [
+                    "bash",
+                    "--noprofile",
+                    "--norc",
+                    "-eo",
+                    "pipefail",
+                    "-c",
+                    _expand(script, context),
+                ],
+                env={**os.environ, "PATH": f"{path}:{os.environ['PATH']}", **env},
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"step {step.get('name')!r} failed: {done.stdout}{done.stderr}")
+        return "success"
+
+    return job
 
 
 @dataclass
@@ -294,7 +341,7 @@ class FakeGitHubActions:
             run = Run(
                 id=70001 + len(self.runs),
                 workflow=workflow,
-                display_title=_render_run_name(self._definition(workflow)["run_name"], inputs),
+                display_title=_expand(self._definition(workflow)["run_name"], {"inputs": inputs}),
                 ref=ref,
                 inputs=inputs,
                 created_at=datetime.now(UTC),

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cluster import REPOSITORY, build_history, ready_pod_images, snapshot, use_services
-from fake_github_actions import FakeGitHubActions
+from fake_github_actions import FakeGitHubActions, run_steps
 from flow_runs import read_flow_run
 from kubernetes import client
 from prefect.blocks.system import Secret
@@ -25,7 +26,6 @@ from prefect.client.schemas.filters import (
     FlowFilterName,
 )
 from prefect.client.schemas.objects import FlowRun
-from prefect.deployments import run_deployment
 
 from flows.automated_rollback import automated_rollback
 from playbook.actions import (
@@ -43,9 +43,11 @@ from playbook.errors import (
     RolloutFailedError,
 )
 from playbook.services import SERVICES_ENV, ActionsConfig
+from stack.local import StackState
 from tasks.github_actions import ActionsApi
 
 TOKEN_BLOCK = "it-actions-token"
+VENV_BIN = str(Path(sys.executable).parent)
 
 
 def actions_config(fake: FakeGitHubActions, **overrides: Any) -> ActionsConfig:
@@ -194,29 +196,6 @@ def test_runs_are_listed_with_githubs_filters_and_pages(fake: FakeGitHubActions)
 # --- the flow on the real local stack --------------------------------------------------------
 
 
-def run_image_rollback(services_file: str) -> Callable[[dict[str, str]], str]:
-    """The job of rollback.yml: `prefect deployment run image-rollback/default --param ...
-    --watch`, here through the Prefect API; its conclusion follows the flow run's state."""
-
-    def job(inputs: dict[str, str]) -> str:
-        run: FlowRun = run_deployment(  # type: ignore[call-arg, assignment]
-            "image-rollback/default",
-            parameters={
-                "service": "rag-api",
-                "environment": inputs["environment"],
-                "target_version": inputs["target_version"],
-                "skip_confirmation": inputs["skip_confirmation"] == "true",
-            },
-            job_variables={"env": {SERVICES_ENV: services_file}},
-            timeout=150,
-            poll_interval=1,
-            _sync=True,
-        )
-        return "success" if run.state is not None and run.state.is_completed() else "failure"
-
-    return job
-
-
 def with_actions(
     fake: FakeGitHubActions, environment: str | None = "staging", **overrides: Any
 ) -> None:
@@ -267,6 +246,7 @@ def test_the_workflow_rolls_back_and_the_flow_verifies_it(
     apps: client.AppsV1Api,
     kube_api: client.ApiClient,
     simulator_namespace: str,
+    local_stack: StackState,
     fake: FakeGitHubActions,
     token: str,
     tmp_path: Path,
@@ -274,7 +254,11 @@ def test_the_workflow_rolls_back_and_the_flow_verifies_it(
 ) -> None:
     use_services(monkeypatch, tmp_path, simulator_namespace, timeout=60)
     with_actions(fake, environment=None)
-    fake.job = run_image_rollback(os.environ[SERVICES_ENV])
+    # The runner: the workflow's own steps, pointed at the session's Prefect server, whose
+    # worker reads the stack's services file (production is the simulator's namespace).
+    fake.job = run_steps(
+        "rollback.yml", {"PREFECT_API_URL": local_stack.prefect_api_url or ""}, {}, VENV_BIN
+    )
     build_history(apps, simulator_namespace, ["v1.2.3", "v1.2.4"])
     t0 = datetime.now(UTC)
 
