@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from playbook.checks import Checklist, CheckResult, Status
 from playbook.report import RollbackReport, Stopwatch, unready_pods
 from playbook.results import EventRecord, LogScan
 from playbook.rollout import PodState
@@ -100,3 +101,75 @@ def test_unready_pods() -> None:
     assert unready_pods((pod("a", True), pod("b", True), pod("c", False, deleting=True)), 2) == []
     problems = unready_pods((pod("a", True), pod("b", False, ("CrashLoopBackOff",))), 2)
     assert problems == ["b not ready (CrashLoopBackOff)", "1 of 2 desired pods are ready"]
+
+
+def test_the_report_carries_details_the_verification_table_pods_and_log_lines() -> None:
+    checklist = Checklist(
+        (
+            CheckResult("pod_count", "Pod Count", ">= 3", "3 running of 3", Status.PASS, True),
+            CheckResult("health", "Health Check", "200 OK", "503 in 5 ms: a|b", Status.FAIL, True),
+            CheckResult(
+                "p99", "P99 Latency", "<= 300 ms", "no data\n(query failed)", Status.NO_DATA, False
+            ),
+        )
+    )
+    report = RollbackReport(
+        flow="image_rollback",
+        service="rag-api",
+        namespace="production",
+        deployment="rag-api",
+        outcome="set image",
+        changed=True,
+        dry_run=True,
+        from_version="v1.2.4",
+        to_version="v1.2.3",
+        change='{"spec": {}}',
+        details=("resume Argo CD Application rag-api once Git holds the fix",),
+        verification=checklist,
+        pods=(pod("rag-api-1", False, ("ImagePullBackOff", "ErrImagePull")),),
+        events=(
+            EventRecord("Normal", "Pulled", "Pod/rag-api-1", "pulled", 1, "t1"),
+            EventRecord("Warning", "Failed", "Pod/rag-api-1", "pull failed", 2, "t2"),
+        ),
+        logs=LogScan(True, tuple(f"line {i}" for i in range(40))),
+    )
+    text = report.to_markdown()
+    assert "| changed | no (dry run) |" in text
+    assert "## Details\n\n- resume Argo CD Application rag-api once Git holds the fix\n" in text
+    assert (
+        "## Verification: failed: Health Check 503 in 5 ms: a|b (expected 200 OK)\n\n"
+        "| check | expected | observed | result | critical |\n|---|---|---|---|---|\n"
+        "| Pod Count | >= 3 | 3 running of 3 | PASS | yes |\n"
+        "| Health Check | 200 OK | 503 in 5 ms: a\\|b | FAIL | yes |\n"
+        "| P99 Latency | <= 300 ms | no data (query failed) | NO DATA | no |\n"
+    ) in text
+    assert '## Change that would be made\n\n```json\n{"spec": {}}\n```' in text
+    assert (
+        "| pod | phase | ready | restarts | waiting |\n|---|---|---|---|---|\n"
+        "| rag-api-1 | Running | no | 0 | ImagePullBackOff, ErrImagePull |\n"
+    ) in text
+    assert "## Warning events\n\n- t2 Pod/rag-api-1 Failed: pull failed\n" in text
+    assert "Pulled" not in text
+    # the last 30 error lines, in a code block
+    logs = text.split("## Error lines in recent logs\n\n", 1)[1]
+    assert logs == "```\n" + "\n".join(f"line {i}" for i in range(10, 40)) + "\n```\n"
+    clean = RollbackReport(
+        flow="f",
+        service="s",
+        namespace="n",
+        deployment="d",
+        outcome="o",
+        changed=False,
+        dry_run=False,
+        from_version="a",
+        to_version="b",
+        logs=LogScan(True, ()),
+    ).to_markdown()
+    assert clean.endswith("## Error lines in recent logs\n\nNone.\n")
+    assert "## Pods" not in clean and "## Warning events" not in clean and "## Details" not in clean
+
+
+def test_unready_pods_name_the_phase_when_no_reason_is_known() -> None:
+    pending = PodState("p", "Pending", False, 0, (), None, (), False)
+    assert unready_pods((pending,), 1) == ["p not ready (Pending)", "0 of 1 desired pods are ready"]
+    assert unready_pods((), 0) == []
