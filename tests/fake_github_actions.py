@@ -138,6 +138,8 @@ class FakeGitHubActions:
     queued_seconds: float = 0.3
     appear_after: float = 0.5
     never_appear: bool = False
+    refuse_run_reads: int = 0
+    """The next reads of a run answer 401, as for a token revoked meanwhile."""
     requests: list[Request] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     job_errors: list[BaseException] = field(default_factory=list)
@@ -287,6 +289,10 @@ class FakeGitHubActions:
                 self._list(handler, rest[1], query, split.path)
                 return
         elif len(rest) == 2 and rest[0] == "runs" and rest[1].isdigit() and method == "GET":
+            if self.refuse_run_reads > 0:
+                self.refuse_run_reads -= 1
+                self._error(handler, 401, "Bad credentials", "")
+                return
             run = next((r for r in self.runs if r.id == int(rest[1])), None)
             if run is None or time.monotonic() < run.visible_at:
                 self._error(handler, 404, "Not Found", "workflow-runs#get-a-workflow-run")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cluster import REPOSITORY, build_history, ready_pod_images, snapshot, use_services
 from fake_github_actions import FakeGitHubActions, run_steps
-from flow_runs import read_flow_run
+from flow_runs import flow_run_id, read_flow_run
 from kubernetes import client
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
@@ -402,3 +402,28 @@ def test_a_missing_token_block_dispatches_nothing(
     with pytest.raises(AccessDeniedError, match="'no-such-block' does not exist"):
         automated_rollback("staging", "v1.2.3")
     assert fake.requests == []
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(180)
+def test_a_second_attempt_follows_the_run_it_dispatched_instead_of_dispatching_again(
+    apps: client.AppsV1Api,
+    simulator_namespace: str,
+    fake: FakeGitHubActions,
+    token: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_services(monkeypatch, tmp_path, simulator_namespace)
+    with_actions(fake, environment=None)
+    build_history(apps, simulator_namespace, ["v1.2.3"])  # what the workflow would leave
+    fake.queued_seconds = 1.0
+    fake.refuse_run_reads = 1  # the first attempt fails while following its run
+
+    retried = automated_rollback.with_options(retries=1, retry_delay_seconds=0)
+    state = retried(simulator_namespace, "v1.2.3", skip_confirmation=True, return_state=True)
+
+    assert state.is_completed(), state.message
+    assert len(fake.dispatches()) == 1
+    with get_client(sync_client=True) as prefect:
+        assert prefect.read_flow_run(flow_run_id(state)).run_count == 2
