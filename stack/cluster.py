@@ -116,6 +116,12 @@ class Cluster:
             # Reach "kubelets" (KWOK) by their 127.0.0.1 address, never by resolving node names.
             "--extra-args=kube-apiserver=kubelet-preferred-address-types=InternalIP",
             "--disable-qps-limits",
+            # ... but keep API Priority and Fairness on, as in every real cluster (it answers
+            # 429 when a flow's priority level is full; tests/test_faults.py starves one);
+            # --disable-qps-limits turns it off and lifts the in-flight limits to 0 (none).
+            "--extra-args=kube-apiserver=enable-priority-and-fairness=true",
+            "--extra-args=kube-apiserver=max-requests-inflight=400",
+            "--extra-args=kube-apiserver=max-mutating-requests-inflight=200",
             "--wait=120s",
         )
         if result.returncode != 0:

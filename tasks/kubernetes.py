@@ -29,6 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
+from urllib3.util.retry import Retry
 
 from playbook.config_drift import (
     ConfigObject,
@@ -78,6 +79,26 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 _HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+WAIT_OUT_429 = Retry(
+    total=None,  # so no status but 429 is retried, whatever its Retry-After
+    connect=0,
+    read=0,
+    redirect=False,
+    other=0,
+    status=10,
+    status_forcelist=(429,),
+    allowed_methods=None,  # a 429 was not executed: repeating a write is safe
+    respect_retry_after_header=True,
+    backoff_factor=0.5,
+    backoff_max=10,
+    retry_after_max=10,
+    raise_on_status=False,
+)
+"""A 429 (API Priority and Fairness, or a rate limit) was not executed; it is waited out inside
+the call, as long as its Retry-After says (10 s at most), up to 10 times; then it is a
+RateLimitedError. Nothing else is repeated
+here: Prefect retries the task, and only what is transient."""
 
 _clients: dict[tuple[str, float, str | None], client.ApiClient] = {}
 _clients_lock = threading.Lock()
@@ -139,7 +160,7 @@ def kube_client(
                 raise AccessDeniedError(
                     f"cannot load Kubernetes credentials from {path}: {exc}"
                 ) from exc
-            cfg.retries = False  # Prefect retries, and only what is transient
+            cfg.retries = WAIT_OUT_429
             _clients[key] = client.ApiClient(configuration=cfg)
         return _clients[key]
 

@@ -1,0 +1,337 @@
+"""The rollback on a bad day, on the real local stack: faults injected with real tools.
+
+Network faults between the flows and kube-apiserver / Prometheus through Toxiproxy, real 429s
+from API Priority and Fairness, real 500s from a validating admission webhook that is down,
+and the kube-apiserver process restarted. Each test asserts the cluster afterwards (revision,
+template, ReplicaSets: exactly one undo per intended rollback, or a clear failure with nothing
+changed) and the flow and task runs the Prefect server recorded.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster import (
+    REPOSITORY,
+    build_history,
+    eventually,
+    ready_pod_images,
+    snapshot,
+    use_services,
+)
+from faults import (
+    Proxy,
+    Starved,
+    Toxiproxy,
+    apiserver_address,
+    apiserver_metric,
+    kubeconfig_through,
+    remove_webhook,
+    restart_apiserver,
+    webhook_down,
+)
+from flow_runs import flow_run_id, read_flow_run
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.states import State
+from test_rbac import apply_rbac, service_account_kubeconfig
+
+from flows.kubernetes_rollback import kubernetes_rollback
+from playbook.provenance import ROLLBACK_MARK_ANNOTATION, RollbackMark, parse_mark
+from playbook.rollout import REVISION_ANNOTATION
+from stack.local import StackState
+
+pytestmark = [pytest.mark.stack, pytest.mark.faults, pytest.mark.timeout(240)]
+
+GOOD, BAD = "v1.2.2", "v1.2.3"
+SERVICE_ACCOUNT = ("rollback-flows", "rollback-flows")  # its namespace and name
+
+
+@pytest.fixture(scope="module")
+def toxiproxy(
+    local_stack: StackState, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Toxiproxy]:
+    """A toxiproxy-server for this module's tests."""
+    server = Toxiproxy(tmp_path_factory.mktemp("toxiproxy") / "toxiproxy.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kube_proxy(toxiproxy: Toxiproxy, local_stack: StackState) -> Proxy:
+    """Toxiproxy in front of the session's kube-apiserver."""
+    return toxiproxy.proxy("kube-apiserver", apiserver_address(local_stack.kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def prometheus_proxy(toxiproxy: Toxiproxy, local_stack: StackState) -> Proxy:
+    """Toxiproxy in front of the session's Prometheus."""
+    return toxiproxy.proxy("prometheus", local_stack.prometheus_url.split("://", 1)[1])
+
+
+@pytest.fixture
+def through_proxies(
+    local_stack: StackState,
+    toxiproxy: Toxiproxy,
+    kube_proxy: Proxy,
+    prometheus_proxy: Proxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[None]:
+    """The flows of this test reach kube-apiserver and Prometheus only through Toxiproxy."""
+    kubeconfig = kubeconfig_through(local_stack.kubeconfig, kube_proxy, tmp_path / "kubeconfig")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("ROLLBACK_FLOWS_PROMETHEUS_URL", f"http://{prometheus_proxy.listen}")
+    yield
+    toxiproxy.reset()
+
+
+@pytest.fixture
+def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
+    return client.AppsV1Api(kube_api)
+
+
+@pytest.fixture
+def core(kube_api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(kube_api)
+
+
+@pytest.fixture
+def two_revisions(
+    apps: client.AppsV1Api, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """rag-api with revision 1 good and revision 2 (current) bad."""
+    use_services(monkeypatch, tmp_path, namespace)
+    build_history(apps, namespace, [GOOD, BAD])
+    return namespace
+
+
+def in_background(call: Callable[[], Any]) -> Future[Any]:
+    """Run `call` (a flow) in a thread, with this test's Prefect settings, while the test
+    injects the fault."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(contextvars.copy_context().run, call)
+    pool.shutdown(wait=False)
+    return future
+
+
+def wait_for_mark(apps: client.AppsV1Api, namespace: str, timeout: float = 60) -> RollbackMark:
+    """Block until the rollback's patch is in the API server (its mark is on the Deployment)."""
+    w = watch.Watch()
+    for event in w.stream(
+        apps.list_namespaced_deployment,
+        namespace,
+        field_selector="metadata.name=rag-api",
+        timeout_seconds=int(timeout),
+    ):
+        annotations = event["object"].metadata.annotations or {}
+        if ROLLBACK_MARK_ANNOTATION in annotations:
+            w.stop()
+            mark = parse_mark(annotations[ROLLBACK_MARK_ANNOTATION])
+            assert mark is not None
+            return mark
+    raise AssertionError(f"no rollback patch reached the API server within {timeout}s")
+
+
+def task_runs(state: State[Any]) -> dict[str, list[Any]]:
+    """The task runs of a flow run as the Prefect server stored them, by task name."""
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id(state)]))
+        )
+    found: dict[str, list[Any]] = {}
+    for run in runs:
+        found.setdefault(run.name.rsplit("-", 1)[0], []).append(run)
+    return found
+
+
+def patch_refused(apps: client.AppsV1Api, namespace: str) -> bool:
+    """Whether a (dry-run) patch of the Deployment is answered 500 by the API server now."""
+    try:
+        apps.patch_namespaced_deployment(
+            "rag-api", namespace, {"metadata": {"labels": {"probe": "1"}}}, dry_run="All"
+        )
+    except ApiException as exc:
+        return exc.status == 500
+    return False
+
+
+def assert_one_undo(apps: client.AppsV1Api, namespace: str, generation_before: int) -> None:
+    """Exactly one undo from revision 2 to revision 1: revision 3 runs the good template."""
+    after = snapshot(apps, namespace)
+    assert after.image == f"{REPOSITORY}:{GOOD}"
+    assert after.replicasets == {2: f"{REPOSITORY}:{BAD}", 3: f"{REPOSITORY}:{GOOD}"}
+    assert after.generation == generation_before + 1  # one write of the template
+    d = apps.read_namespaced_deployment("rag-api", namespace)
+    assert d.metadata.annotations[REVISION_ANNOTATION] == "3"
+
+
+def test_connection_reset_mid_patch_undoes_once(
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    two_revisions: str,
+    kube_proxy: Proxy,
+    through_proxies: None,
+) -> None:
+    """The patch reaches the API server, its answer never reaches the flow: the connection is
+    reset. The retry re-reads the Deployment, finds its own change and does not undo again."""
+    ns = two_revisions
+    before = snapshot(apps, ns)
+    slow = kube_proxy.add_toxic("latency", latency=1000)  # every answer 1 s late
+    run = in_background(lambda: kubernetes_rollback("rag-api", return_state=True))
+    mark = wait_for_mark(apps, ns)
+    kube_proxy.cut()  # the patch's answer is still on its way: the flow sees a reset
+    kube_proxy.remove_toxic(slow)
+    state = run.result(timeout=120)
+
+    assert read_flow_run(state).state == "COMPLETED"
+    assert mark.flow_run_id == str(flow_run_id(state))
+    assert_one_undo(apps, ns, before.generation)
+    assert ready_pod_images(core, ns) == [f"{REPOSITORY}:{GOOD}"] * 3
+    [undo] = task_runs(state)["undo_deployment"]
+    assert undo.run_count == 2  # the reset attempt, then the one that found its change
+    assert undo.state.type.value == "COMPLETED"
+    report = state.result()
+    assert "by an earlier attempt of this flow run" in report.outcome
+
+
+def test_apiserver_429_is_waited_out(
+    local_stack: StackState,
+    kube_api: client.ApiClient,
+    toxiproxy: Toxiproxy,
+    apps: client.AppsV1Api,
+    two_revisions: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """API Priority and Fairness answers every request of the flows' ServiceAccount 429 with
+    Retry-After for a few seconds; the flow waits it out inside each call and rolls back once."""
+    ns = two_revisions
+    apply_rbac(kube_api, ns)
+    kubeconfig = service_account_kubeconfig(local_stack, kube_api, tmp_path)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    before = snapshot(apps, ns)
+    starved = Starved(kube_api, toxiproxy, SERVICE_ACCOUNT, f"starve-{uuid.uuid4().hex[:6]}")
+
+    def rejected() -> float:
+        return apiserver_metric(
+            kube_api,
+            "apiserver_flowcontrol_rejected_requests_total",
+            flow_schema=starved.flow_schema,
+        )
+
+    try:
+        starved.start()
+        as_flows = config.new_client_from_config(config_file=str(kubeconfig))
+        as_flows.rest_client.pool_manager.connection_pool_kw["retries"] = False
+
+        def answers_429() -> bool:
+            try:
+                client.AppsV1Api(as_flows).read_namespaced_deployment("rag-api", ns)
+            except ApiException as exc:
+                return exc.status == 429 and bool(exc.headers.get("Retry-After"))
+            return False
+
+        eventually(answers_429, 20, "a 429 with Retry-After for the ServiceAccount")
+        as_flows.close()
+        already = rejected()
+        run = in_background(lambda: kubernetes_rollback("rag-api", return_state=True))
+        eventually(lambda: rejected() >= already + 3, 30, "the flow's requests rejected with 429")
+        time.sleep(2)
+        assert snapshot(apps, ns) == before  # nothing got through while starved
+    finally:
+        starved.lift()
+    state = run.result(timeout=120)
+
+    assert read_flow_run(state).state == "COMPLETED"
+    assert_one_undo(apps, ns, before.generation)
+    runs = task_runs(state)
+    # Waited out inside each call (Retry-After), never failed and retried as a task.
+    assert [r.run_count for r in runs["read_deployment_status"]] == [1]
+    assert [r.run_count for r in runs["undo_deployment"]] == [1]
+
+
+def test_admission_webhook_500_on_the_patch_changes_nothing_or_once(
+    kube_api: client.ApiClient, apps: client.AppsV1Api, two_revisions: str
+) -> None:
+    """A validating webhook that is down (failurePolicy: Fail) makes every patch a 500: the
+    rollback fails clearly and nothing changed. When the webhook is removed between two
+    attempts, the retry re-reads and undoes once."""
+    ns = two_revisions
+    name = f"down-{uuid.uuid4().hex[:6]}"
+    before = snapshot(apps, ns)
+    webhook_down(kube_api, name, ns)
+    try:
+        eventually(lambda: patch_refused(apps, ns), 20, "the webhook to refuse patches")
+        state = kubernetes_rollback("rag-api", return_state=True)
+        assert read_flow_run(state).state == "FAILED"
+        assert "HTTP 500" in str(state.message) and name in str(state.message)
+        assert snapshot(apps, ns) == before
+        [undo] = task_runs(state)["undo_deployment"]
+        assert (undo.run_count, undo.state.type.value) == (4, "FAILED")  # 3 retries, all 500
+
+        # Again, and the webhook is removed after the first 500.
+        calls = apiserver_metric(
+            kube_api,
+            "apiserver_admission_webhook_rejection_count",
+            name=f"{name}.rollback-flows.dev",
+        )
+        run = in_background(lambda: kubernetes_rollback("rag-api", return_state=True))
+        deadline = time.monotonic() + 30
+        while (
+            apiserver_metric(
+                kube_api,
+                "apiserver_admission_webhook_rejection_count",
+                name=f"{name}.rollback-flows.dev",
+            )
+            <= calls
+        ):
+            assert time.monotonic() < deadline, "the webhook was never called"
+            time.sleep(0.1)
+    finally:
+        remove_webhook(kube_api, name)
+    state = run.result(timeout=120)
+    assert read_flow_run(state).state == "COMPLETED"
+    assert_one_undo(apps, ns, before.generation)
+    [undo] = task_runs(state)["undo_deployment"]
+    assert undo.run_count >= 2
+
+
+def test_apiserver_restart_during_the_wait_completes(
+    local_stack: StackState,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kube-apiserver stopped for 3 s and started again while the flow waits for the rollout
+    (the good pods take 10 s to become ready): the wait goes on and the rollback completes."""
+    use_services(monkeypatch, tmp_path, namespace)
+    good = f"{GOOD}-slowready"
+    build_history(apps, namespace, [good, BAD])
+    before = snapshot(apps, namespace)
+    run = in_background(lambda: kubernetes_rollback("rag-api", return_state=True))
+    wait_for_mark(apps, namespace)
+    restart_apiserver(apiserver_address(local_stack.kubeconfig), down_seconds=3)
+    state = run.result(timeout=120)
+
+    assert read_flow_run(state).state == "COMPLETED"
+    after = snapshot(apps, namespace)
+    assert after.image == f"{REPOSITORY}:{good}"
+    assert after.replicasets == {2: f"{REPOSITORY}:{BAD}", 3: f"{REPOSITORY}:{good}"}
+    assert after.generation == before.generation + 1
+    assert ready_pod_images(core, namespace) == [f"{REPOSITORY}:{good}"] * 3
+    runs = task_runs(state)
+    assert [r.run_count for r in runs["undo_deployment"]] == [1]
+    assert [r.state.type.value for r in runs["wait_for_rollout"]] == ["COMPLETED"]
