@@ -27,7 +27,9 @@ from prefect.artifacts import (
 )
 from prefect.logging import get_run_logger
 
+from flows.post_incident import review_the_incident, tell_monitoring_failed, tell_the_verdict
 from playbook.errors import InvalidInputError, RollbackError, VerificationFailedError
+from playbook.incident import StartedBy
 from playbook.monitor_report import (
     Evaluation,
     IndicatorOutcome,
@@ -48,7 +50,6 @@ from playbook.recovery import (
 from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import DecisionMatrix, Indicator, load_decision_matrix
 from tasks.kubernetes import kubernetes_context, read_deployment_status, read_error_logs
-from tasks.notify import send_notification
 from tasks.prometheus import (
     MAX_POINTS_PER_QUERY,
     query_range,
@@ -283,6 +284,12 @@ def post_rollback_monitor(
     prometheus_url: str | None = None,
     notify_secret_block: str | None = None,
     scan_logs: bool = True,
+    rollback_run_id: str | None = None,
+    from_version: str | None = None,
+    to_version: str | None = None,
+    bad_revision: int | None = None,
+    reason: str = "",
+    indicator: str | None = None,
 ) -> MonitorReport:
     """Watch error rate and latency return to their pre-incident baseline after a rollback.
 
@@ -299,6 +306,13 @@ def post_rollback_monitor(
         notify_secret_block: Secret block with the webhook URL; else
             `$ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL`.
         scan_logs: Look for error patterns in the pods' logs since the rollback.
+        rollback_run_id: The rollback's flow run, for the review's timeline and links.
+        from_version: The version rolled back from (the bad one), for the notices and review.
+        to_version: The version rolled back to.
+        bad_revision: The Deployment revision rolled back from; the review shows what its pod
+            template changed against the current one.
+        reason: Why the rollback was made (the alert's summary, the person's reason).
+        indicator: The decision-matrix indicator the alert was about, if any.
 
     Raises:
         InvalidInputError: unknown service, bad window or configuration (nothing queried).
@@ -307,6 +321,13 @@ def post_rollback_monitor(
     logger = get_run_logger()
     # check inputs
     cfg = load_service(service, namespace, environment)
+    trigger = StartedBy(
+        "automation",
+        reason or "post-rollback monitoring",
+        indicator=indicator,
+        alert_started_at=incident_start,
+        notify_secret_block=notify_secret_block,
+    )
     with kubernetes_context(cfg.kube_context):
         start_at = _check_window(since, duration, interval)
         if incident_start is not None and incident_start.tzinfo is None:
@@ -343,10 +364,7 @@ def post_rollback_monitor(
                 show,
             )
         except RollbackError as exc:  # e.g. Prometheus unreachable after retries: nobody watches
-            _escalate(
-                f"🚨 ESCALATION: monitoring of {cfg.name} after the rollback failed: {exc}",
-                notify_secret_block,
-            )
+            tell_monitoring_failed(cfg, exc, trigger)
             raise
         logs = (
             _scan_logs(cfg, start_at, clock.now())
@@ -372,19 +390,23 @@ def post_rollback_monitor(
             [o.row() for o in outcomes], key=f"{key}-verdict", description=report.summary()
         )
         create_markdown_artifact(report.to_markdown(), key=key, description=report.summary())
+
+        # the post-incident review, and the resolution or the escalation
+        review = review_the_incident(
+            cfg,
+            report,
+            matrix,
+            url,
+            settings.window,
+            trigger,
+            rollback_run_id=rollback_run_id,
+            from_version=from_version,
+            to_version=to_version,
+            bad_revision=bad_revision,
+        )
+        told = tell_the_verdict(cfg, report, review, trigger)
         if not report.escalate:
-            logger.info("recovered: %s", report.summary())
+            logger.info("recovered: %s; %s", report.summary(), told)
             return report
-
-        # escalate
-        logger.error("escalating: %s", report.summary())
-        _escalate(report.escalation_text(), notify_secret_block)
+        logger.error("escalating: %s; %s", report.summary(), told)
         raise VerificationFailedError(f"escalated after the rollback: {report.summary()}")
-
-
-def _escalate(text: str, secret_block: str | None) -> None:
-    """Send the escalation; a failure to send is logged, never hides the escalation itself."""
-    try:
-        send_notification(text, secret_block)
-    except RollbackError as exc:
-        get_run_logger().error("the escalation could not be sent: %s", exc)

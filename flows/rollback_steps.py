@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
@@ -42,6 +42,7 @@ from tasks.kubernetes import (
     read_error_logs,
     read_recent_events,
 )
+from tasks.prefect_runs import run_link
 
 
 @contextlib.contextmanager
@@ -95,35 +96,57 @@ def keep_gitops_from_reverting(cfg: ServiceConfig, suspend: bool, dry_run: bool)
     return (f"{state.owner} named by the Deployment cannot be found; nothing was suspended",)
 
 
-def follow_up(cfg: ServiceConfig, report: RollbackReport) -> RollbackReport:
+def follow_up(
+    cfg: ServiceConfig, report: RollbackReport, rolled_out_at: datetime | None = None
+) -> RollbackReport:
     """Schedule the post-rollback monitor after a rollback that changed something.
 
-    One monitor per rollback run (its flow run id is the idempotency key). A failure to
-    schedule does not undo or fail the rollback: it is logged and written into the report.
+    One monitor per rollback run (its flow run id is the idempotency key); it watches from
+    `rolled_out_at` (when the change settled), tells the verdict and writes the review. A
+    failure to schedule does not undo or fail the rollback: it is logged and written into the
+    report.
     """
     settings = load_post_rollback(load_decision_matrix()).follow_up
     if not report.changed or report.dry_run or not settings.enabled:
         return report
     logger = get_run_logger()
     run_id = flow_run.get_id()
+    trigger = current_trigger()
     state = schedule_post_rollback_monitor(
         cfg.name,
-        since=datetime.now(UTC),
+        since=rolled_out_at or datetime.now(UTC),
         rollback_id=str(run_id),
         namespace=cfg.namespace,
         environment=cfg.environment,
         duration=timedelta(minutes=settings.duration_minutes),
         interval=timedelta(minutes=settings.interval_minutes),
+        incident_start=trigger.alert_started_at,
         deployment=settings.deployment,
+        about={
+            "rollback_run_id": str(run_id),
+            "from_version": report.from_version,
+            "to_version": report.to_version,
+            "bad_revision": report.from_revision,
+            "reason": trigger.text(),
+            "indicator": trigger.indicator,
+            "notify_secret_block": trigger.notify_secret_block,
+        },
         return_state=True,
     )
     if state.is_completed():
         scheduled = state.result()
         detail = (
             f"post-rollback monitor scheduled: flow run {scheduled.flow_run_name} of "
-            f"{scheduled.deployment}, watching for {settings.duration_minutes:g} min"
+            f"{scheduled.deployment}, watching for {settings.duration_minutes:g} min; it "
+            "writes the post-incident review when its verdict is in"
         )
         logger.info("%s", detail)
+        create_link_artifact(
+            run_link(scheduled.flow_run_id),
+            link_text=f"post-rollback monitor {scheduled.flow_run_name} (verdict and review)",
+            key=f"post-incident-review-{cfg.name}",
+            description="The monitor run writes the post-incident review when its verdict is in",
+        )
     else:
         detail = f"post-rollback monitor NOT scheduled: {state.message}"
         logger.error("%s; start post-rollback-monitor by hand", detail)
@@ -222,10 +245,12 @@ def wait_verify_and_report(
         else None
     )
 
+    rolled_out_at: datetime | None = None
+
     def failed(exc: RollbackError, done: RollbackReport, watched: bool) -> RollbackError:
         """Publish the failure, tell people, schedule the monitor when the change stays."""
         if watched:
-            done = follow_up(cfg, done)
+            done = follow_up(cfg, done, rolled_out_at)
         evidence = infrastructure_evidence(
             done.pods or _pods_for_evidence(cfg),
             [f"Kubernetes API: {exc}"] if isinstance(exc, TransientError) else [],
@@ -243,6 +268,7 @@ def wait_verify_and_report(
 
     try:
         settled = settle()
+        rolled_out_at = datetime.now(UTC).replace(microsecond=0)
         with watch.step("verify pods"):
             pods, events, logs = verify_pods(cfg, settled.status)
     except RollbackError as exc:
@@ -275,7 +301,7 @@ def wait_verify_and_report(
         )
     if started:
         done = replace(done, details=(*done.details, started.outcome()))
-    return publish_report(follow_up(cfg, done))
+    return publish_report(follow_up(cfg, done, rolled_out_at))
 
 
 def _notice_values(

@@ -56,6 +56,7 @@ def schedule_post_rollback_monitor(
     incident_start: datetime | None = None,
     start_at: datetime | None = None,
     deployment: str = "default",
+    about: dict[str, str | int | None] | None = None,
 ) -> FollowUp:
     """Schedule `post-rollback-monitor/<deployment>` for the service, starting at `start_at`
     (now by default), watching from `since` (when the rollback finished) for `duration`.
@@ -71,6 +72,9 @@ def schedule_post_rollback_monitor(
         incident_start: When the incident began, for the baseline; estimated when None.
         start_at: When the monitor run starts; now when None.
         deployment: The monitor's deployment name in prefect.yaml.
+        about: What the notices and the review say of the rollback, as the monitor's
+            parameters (`rollback_run_id`, `from_version`, `to_version`, `bad_revision`,
+            `reason`, `indicator`, `notify_secret_block`); None values are left out.
     """
     if since.tzinfo is None or (incident_start is not None and incident_start.tzinfo is None):
         raise InvalidInputError("since and incident_start must be timezone-aware datetimes")
@@ -90,6 +94,7 @@ def schedule_post_rollback_monitor(
         parameters["environment"] = environment
     if incident_start is not None:
         parameters["incident_start"] = incident_start.isoformat()
+    parameters.update({k: v for k, v in (about or {}).items() if v is not None})
     run = cast(
         FlowRun,
         run_deployment(

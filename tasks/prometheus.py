@@ -209,3 +209,36 @@ def single_series(frame: pd.DataFrame, query: str) -> pd.Series:
             f"(aggregate it with sum/max/min): {query}"
         )
     return pd.Series(frame["value"].to_numpy(), index=pd.DatetimeIndex(frame["timestamp"]))
+
+
+Point = tuple[datetime, float]
+
+
+@task(
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=300,
+    cache_policy=NO_CACHE,
+)
+def read_series(
+    url: str,
+    query: str,
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    settings: PrometheusSettings | None = None,
+) -> tuple[Point, ...]:
+    """The one series `query` has from `start` to `end` every `step`, as (time, value) points;
+    times without data (or NaN) are left out.
+
+    Raises:
+        InvalidInputError: a bad range, or the query returned several series.
+    """
+    frame = query_range.fn(url, query, start, end, step, settings)
+    series = single_series(frame, query)
+    return tuple(
+        (datetime.fromtimestamp(float(ts.timestamp()), UTC), float(v))
+        for ts, v in series.items()
+        if not math.isnan(float(v))
+    )

@@ -45,6 +45,7 @@ from playbook.errors import (
     translating,
 )
 from playbook.provenance import FIELD_MANAGER
+from playbook.rollout import owned_replicasets, revision_of
 from tasks.kubernetes import (
     OBJECT_PATHS,
     REQUEST_TIMEOUT,
@@ -218,3 +219,15 @@ def restart_deployment(
     return RestartResult(
         namespace, name, restarted_at, patch, not dry_run, dry_run, generation, after
     )
+
+
+@kubernetes_api_task
+def read_revision_templates(namespace: str, name: str) -> dict[int, Any]:
+    """The pod template of each revision the Deployment still has a ReplicaSet for."""
+    deployment = get_deployment(namespace, name)
+    templates: dict[int, Any] = {}
+    for rs in owned_replicasets(deployment, get_replicasets(namespace, deployment)):
+        number = revision_of(rs)
+        if number is not None:
+            templates[number] = (rs.get("spec") or {}).get("template") or {}
+    return templates

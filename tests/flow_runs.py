@@ -22,6 +22,13 @@ class FlowRunRecord:
     def of_type(self, type_: str) -> list[Any]:
         return [a for a in self.artifacts if a.type == type_]
 
+    def keyed(self, key: str) -> Any:
+        found = [a for a in self.artifacts if a.key == key]
+        assert len(found) == 1, (
+            f"expected one artifact {key}, got {[a.key for a in self.artifacts]}"
+        )
+        return found[0]
+
     def one(self, type_: str) -> Any:
         found = self.of_type(type_)
         assert len(found) == 1, f"expected one {type_} artifact, got {len(found)}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flow_runs import read_flow_run
+from flow_runs import FlowRunRecord, read_flow_run
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.states import State
@@ -127,6 +127,10 @@ def monitor(service: str, history: History) -> tuple[State[MonitorReport], float
     return state, time.monotonic() - started
 
 
+def monitor_markdown(run: FlowRunRecord) -> Any:
+    return next(a for a in run.of_type("markdown") if a.key.startswith("post-rollback-monitor-"))
+
+
 def verdicts_of(report: MonitorReport, indicator: str) -> list[Verdict]:
     return [dict(ev.verdicts)[indicator] for ev in report.evaluations]
 
@@ -151,7 +155,7 @@ def test_clean_decay_is_recovered_without_escalation(
     assert outcome["error_rate"].levels.incident == pytest.approx(0.10, abs=1e-3)
     assert outcome["p99_latency"].levels.incident == pytest.approx(0.8, rel=0.02)
 
-    markdown = run.one("markdown").data
+    markdown = monitor_markdown(run).data
     assert "**Verdict: RECOVERED**" in markdown
     assert "| Error Rate | 0.5 % | 10 % |" in markdown
     assert "Error Rate: # value" in markdown and "P99 Latency: # value" in markdown  # the charts
@@ -162,7 +166,9 @@ def test_clean_decay_is_recovered_without_escalation(
         ("P99 Latency", "recovered"),
     ]
     assert run.one("progress").data == 100.0
-    assert alert_sink.received(monitored) == []
+    [sent] = alert_sink.received(monitored)  # the resolution, no escalation
+    assert sent.body["text"].startswith("✅ RESOLVED: Monitor-test Rollback Complete\n")
+    assert "Monitor verdict: svc-clean: RECOVERED" in sent.body["text"]
 
 
 def test_errors_recover_but_p99_above_one_second_escalates(
@@ -172,7 +178,7 @@ def test_errors_recover_but_p99_above_one_second_escalates(
     run = read_flow_run(state)
     assert run.state == "FAILED"
     assert "escalated" in str(state.message)
-    assert "**Verdict: NOT RECOVERING**" in run.one("markdown").data
+    assert "**Verdict: NOT RECOVERING**" in monitor_markdown(run).data
     table = json.loads(run.one("table").data)
     assert [(row["indicator"], row["verdict"]) for row in table] == [
         ("Error Rate", "recovered"),
@@ -200,7 +206,8 @@ def test_errors_oscillating_around_one_percent_do_not_flap(
     seq = verdicts_of(report, "error_rate")
     assert seq[0] is Verdict.RECOVERING and seq[-1] is Verdict.RECOVERED
     assert sum(1 for a, b in pairwise(seq) if a != b) == 1
-    assert alert_sink.received(monitored) == []
+    [sent] = alert_sink.received(monitored)
+    assert sent.body["text"].startswith("✅ RESOLVED")
 
 
 def test_worse_after_the_rollback_escalates_early(
@@ -209,7 +216,7 @@ def test_worse_after_the_rollback_escalates_early(
     state, _ = monitor("svc-worse", history)
     run = read_flow_run(state)
     assert run.state == "FAILED"
-    markdown = run.one("markdown").data
+    markdown = monitor_markdown(run).data
     assert "**Verdict: WORSE** (stopped early: worse after the rollback)" in markdown
     assert "2 evaluations" in markdown  # beyond the worse level for a minute, then stop
     [sent] = alert_sink.received(monitored)
@@ -242,7 +249,7 @@ def test_window_past_the_end_of_the_data_is_no_data(history: History, monitored:
     )
     run = read_flow_run(state)
     assert run.state == "FAILED"
-    assert "**Verdict: NO DATA**" in run.one("markdown").data
+    assert "**Verdict: NO DATA**" in monitor_markdown(run).data
 
 
 def test_unreachable_prometheus_escalates_that_nobody_is_watching(
@@ -257,9 +264,9 @@ def test_unreachable_prometheus_escalates_that_nobody_is_watching(
     )
     assert read_flow_run(state).state == "FAILED"
     [sent] = alert_sink.received(monitored)
-    assert sent.body["text"].startswith(
-        "🚨 ESCALATION: monitoring of svc-clean after the rollback failed: Prometheus range query"
-    )
+    text = sent.body["text"]
+    assert text.startswith("🚨 ESCALATION: svc-clean is not watched: the monitoring after the")
+    assert "- monitoring failed: Prometheus range query" in text
 
 
 @pytest.mark.parametrize(
@@ -364,6 +371,8 @@ def test_follow_up_runs_on_the_worker_through_the_real_deployment(local_stack: S
         )
     assert run.state is not None and run.state.type.value == "FAILED", run.state
     assert "escalated after the rollback" in str(run.state.message)
-    [markdown] = [a for a in artifacts if a.type == "markdown"]
+    [markdown] = [a for a in artifacts if a.key == "post-rollback-monitor-rag-api"]
     assert "# Post-rollback monitoring: rag-api in production" in str(markdown.data)
     assert f"Window {since:%Y-%m-%d %H:%M:%S}" in str(markdown.data)
+    [review] = [a for a in artifacts if a.key == "post-incident-review-rag-api"]
+    assert "### Timeline" in str(review.data)

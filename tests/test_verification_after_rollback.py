@@ -108,7 +108,7 @@ def test_a_rollback_into_a_version_that_fails_health_fails_its_run_and_is_still_
     rows = {r["check"]: r for r in _table(record, "verify-rollback-rag-api")}
     assert rows["Health Check"]["result"] == "FAIL"
     assert rows["Version"]["result"] == "PASS"
-    report = record.one("markdown")
+    report = record.keyed("kubernetes-rollback-rag-api")
     assert report.description.startswith("FAILED: rolled back from revision 2 to revision 1")
     # ... and the post-rollback monitor watches it
     run_id = state.state_details.flow_run_id
@@ -116,4 +116,14 @@ def test_a_rollback_into_a_version_that_fails_health_fails_its_run_and_is_still_
         runs = prefect.read_flow_runs()
     monitors = [r for r in runs if r.idempotency_key == f"post-rollback-monitor:{run_id}"]
     assert len(monitors) == 1
-    assert monitors[0].parameters["namespace"] == simulator_namespace
+    params = monitors[0].parameters
+    assert params["namespace"] == simulator_namespace
+    assert (params["from_version"], params["to_version"], params["bad_revision"]) == (
+        "v1.2.4",
+        "v1.2.3-unhealthy",
+        2,
+    )
+    assert params["rollback_run_id"] == str(run_id)
+    # the rollback run links to the monitor run, which writes the review
+    link = record.keyed("post-incident-review-rag-api")
+    assert f"/runs/flow-run/{monitors[0].id})" in str(link.data), link.data

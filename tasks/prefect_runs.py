@@ -1,0 +1,72 @@
+"""What the Prefect server knows of a flow run: its times, its artifacts, its link in the UI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_UI_URL
+
+from playbook.errors import InvalidInputError, NotFoundError
+
+
+def run_link(run_id: UUID | str) -> str:
+    """The flow run's page in the Prefect UI (its id when no UI URL is known)."""
+    base = PREFECT_UI_URL.value()
+    return f"{base.rstrip('/')}/runs/flow-run/{run_id}" if base else f"flow run {run_id}"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A flow run as the server stores it."""
+
+    id: str
+    name: str
+    start: datetime | None
+    end: datetime | None
+    state: str
+    artifacts: tuple[tuple[str, datetime], ...]
+    """(key, created) of its keyed artifacts."""
+    link: str
+
+    def artifact_created(self, key: str) -> datetime | None:
+        """When the run created the artifact `key` (the latest, if several)."""
+        times = [at for k, at in self.artifacts if k == key]
+        return max(times) if times else None
+
+
+@task(retries=2, retry_delay_seconds=2, timeout_seconds=60, cache_policy=NO_CACHE)
+def read_run(run_id: str) -> RunRecord:
+    """Read a flow run and its keyed artifacts from the Prefect server.
+
+    Raises:
+        InvalidInputError: `run_id` is not a flow run id.
+        NotFoundError: the server has no such flow run.
+    """
+    try:
+        uid = UUID(run_id)
+    except ValueError:
+        raise InvalidInputError(f"{run_id!r} is not a flow run id") from None
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(uid)
+        except ObjectNotFound:
+            raise NotFoundError(f"the Prefect server has no flow run {run_id}") from None
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uid]))
+        )
+    return RunRecord(
+        str(run.id),
+        run.name,
+        run.start_time,
+        run.end_time,
+        run.state.type.value if run.state else "UNKNOWN",
+        tuple((a.key, a.created) for a in artifacts if a.key and a.created),
+        run_link(run.id),
+    )
