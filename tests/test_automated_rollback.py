@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from approvals import Background, answer, approval_artifact, paused_run
 from cluster import REPOSITORY, build_history, ready_pod_images, snapshot, use_services
 from fake_github_actions import FakeGitHubActions, run_steps
 from flow_runs import flow_run_id, read_flow_run
@@ -427,3 +428,40 @@ def test_a_second_attempt_follows_the_run_it_dispatched_instead_of_dispatching_a
     assert len(fake.dispatches()) == 1
     with get_client(sync_client=True) as prefect:
         assert prefect.read_flow_run(flow_run_id(state)).run_count == 2
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(240)
+def test_in_production_the_workflows_rollback_waits_for_the_approval(
+    apps: client.AppsV1Api,
+    simulator_namespace: str,
+    local_stack: StackState,
+    fake: FakeGitHubActions,
+    token: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """skip_confirmation=false (the playbook's command): the image-rollback run the workflow
+    starts asks, as production does; approved through the Prefect API, it rolls back and the
+    workflow and this run complete."""
+    use_services(monkeypatch, tmp_path, simulator_namespace, timeout=60)
+    with_actions(fake, environment=None)
+    fake.job = run_steps(
+        "rollback.yml", {"PREFECT_API_URL": local_stack.prefect_api_url or ""}, {}, VENV_BIN
+    )
+    build_history(apps, simulator_namespace, ["v1.2.3", "v1.2.4"])
+    before = snapshot(apps, simulator_namespace)
+    since = datetime.now(UTC)
+
+    run = Background(lambda: automated_rollback(simulator_namespace, "v1.2.3", return_state=True))
+
+    paused = paused_run("image-rollback", since, timeout=120)
+    assert "| to | `v1.2.3` |" in approval_artifact(paused)
+    assert snapshot(apps, simulator_namespace) == before
+    assert fake.runs[0].status == "in_progress"  # the workflow waits with it
+    answer(paused, True, "approved from the test")
+
+    state = run.result(timeout=180)
+    assert state.is_completed(), (state.message, fake.job_errors)
+    assert snapshot(apps, simulator_namespace).image == f"{REPOSITORY}:v1.2.3"
+    assert fake.dispatches()[0].body["inputs"]["skip_confirmation"] == "false"
