@@ -110,9 +110,8 @@ def test_urllib3_errors_are_unwrapped_to_their_cause() -> None:
     wrapped = urllib3.exceptions.MaxRetryError(None, "/api", cause)  # type: ignore[arg-type]
     err = translate_error(wrapped, "list pods")
     assert (type(err), str(err)) == (NetworkError, f"list pods failed: {cause}")
-    timeout = translate_error(
-        urllib3.exceptions.ReadTimeoutError(None, "/api", "slow"), "list pods"
-    )  # type: ignore[arg-type]
+    slow = urllib3.exceptions.ReadTimeoutError(None, "/api", "slow")  # type: ignore[arg-type]
+    timeout = translate_error(slow, "list pods")
     assert type(timeout) is RequestTimeoutError and str(timeout).startswith("list pods timed out: ")
     broken = translate_error(urllib3.exceptions.ProtocolError("reset"), "list pods")
     assert (type(broken), str(broken)) == (NetworkError, "list pods failed: reset")

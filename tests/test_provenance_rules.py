@@ -30,7 +30,7 @@ END_OF_SECOND = timedelta(seconds=1) - timedelta(microseconds=1)
 
 
 def entry(manager: str, at: str, *, template: bool = True, **extra: Any) -> dict[str, Any]:
-    spec = {"f:template": {}} if template else {"f:replicas": {}}
+    spec: dict[str, Any] = {"f:template": {}} if template else {"f:replicas": {}}
     return {
         "manager": manager,
         "operation": "Update",
