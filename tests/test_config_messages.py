@@ -63,9 +63,9 @@ def test_the_config_text_comes_with_the_name_of_its_file(tmp_path: Path) -> None
 
 
 def test_the_registry_url_quotes_owner_and_package_whole() -> None:
-    registry = RegistryConfig(
-        api_url="https://ghe.example.com/api/v3/", owner="acme/labs", package="rag/api"
-    )  # type: ignore[arg-type]
+    registry = RegistryConfig.model_validate(
+        {"api_url": "https://ghe.example.com/api/v3/", "owner": "acme/labs", "package": "rag/api"}
+    )
     assert versions_url(registry) == (
         "https://ghe.example.com/api/v3/orgs/acme%2Flabs/packages/container/rag%2Fapi/versions"
     )
