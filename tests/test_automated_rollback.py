@@ -25,6 +25,8 @@ from prefect.client.schemas.filters import (
     DeploymentFilterName,
     FlowFilter,
     FlowFilterName,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
 
@@ -301,6 +303,13 @@ def test_the_workflow_rolls_back_and_the_flow_verifies_it(
     markdown = str(record.one("markdown").data)
     assert url in markdown and "/version answers v1.2.3" in markdown
     assert (report.from_version, report.to_version, report.changed) == ("v1.2.4", "v1.2.3", True)
+    # The run's log lines name the workflow run's URL, never the token.
+    with get_client(sync_client=True) as prefect:
+        logs = prefect.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id(state)]))
+        )
+    assert any(url in log.message for log in logs)
+    assert not any(token in log.message for log in logs)
 
 
 @pytest.mark.stack
