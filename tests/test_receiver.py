@@ -113,6 +113,7 @@ def test_the_shipped_routes_send_critical_alerts_to_a_guarded_rollback() -> None
         "reason": "rag-api error rate 6.25% > 5%",
         "alert_started_at": "2026-11-26T23:21:31.906000+00:00",
         "indicator": "error_rate",
+        "alert_fingerprint": "926f50232b87fee0",
     }
     # the alert's namespace and cluster labels, where it has them, say where to act
     labelled = parse_payload(payload(namespace="staging", cluster="eu-2")).alerts[0]
