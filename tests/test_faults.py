@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,15 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import State
 from test_rbac import apply_rbac, service_account_kubeconfig
+from test_verify_rollback import WINDOW, rows_of, serving
 
 from flows.kubernetes_rollback import kubernetes_rollback
+from flows.post_rollback_monitor import post_rollback_monitor
+from flows.verify_rollback import verify_rollback
 from playbook.provenance import ROLLBACK_MARK_ANNOTATION, RollbackMark, parse_mark
 from playbook.rollout import REVISION_ANNOTATION
 from stack.local import StackState
+from stack.sink import WebhookSink
 
 pytestmark = [pytest.mark.stack, pytest.mark.faults, pytest.mark.timeout(240)]
 
@@ -335,3 +340,74 @@ def test_apiserver_restart_during_the_wait_completes(
     runs = task_runs(state)
     assert [r.run_count for r in runs["undo_deployment"]] == [1]
     assert [r.state.type.value for r in runs["wait_for_rollout"]] == ["COMPLETED"]
+
+
+def test_prometheus_down_during_verify_fails_the_check(
+    local_stack: StackState,
+    apps: client.AppsV1Api,
+    simulator_namespace: str,
+    kube_proxy: Proxy,
+    prometheus_proxy: Proxy,
+    through_proxies: None,
+) -> None:
+    """Prometheus goes down while the verification reads the pods (slowed down by 2 s per
+    answer): error rate and P99 are NO DATA, never a pass, and the verification fails."""
+    serving(local_stack, apps, simulator_namespace, "v1.2.3", 0.0)
+    before = snapshot(apps, simulator_namespace)
+    kube_proxy.add_toxic("latency", latency=2000)
+    run = in_background(
+        lambda: verify_rollback("rag-api", "v1.2.3", window=WINDOW, return_state=True)
+    )
+    time.sleep(1)
+    prometheus_proxy.set_enabled(False)  # refused from now on
+    state = run.result(timeout=120)
+
+    assert read_flow_run(state).state == "FAILED"
+    rows = rows_of(state)
+    assert {name: row["result"] for name, row in rows.items()} == {
+        "Pod Count": "PASS",
+        "Ready Status": "PASS",
+        "Health Check": "PASS",
+        "Version": "PASS",
+        "Error Rate": "NO DATA",
+        "P99 Latency": "NO DATA",
+    }
+    assert rows["Error Rate"]["observed"].startswith("query failed: ")
+    assert "Error Rate" in str(state.message)
+    assert snapshot(apps, simulator_namespace) == before  # a verification changes nothing
+
+
+def test_prometheus_down_during_the_monitor_is_no_data_and_escalates(
+    local_stack: StackState,
+    apps: client.AppsV1Api,
+    simulator_namespace: str,
+    prometheus_proxy: Proxy,
+    through_proxies: None,
+    notifications: WebhookSink,
+) -> None:
+    """The monitor's first evaluation reads Prometheus; then Prometheus is down. The monitor
+    does not call the service recovered: it escalates to a person, and its run fails."""
+    serving(local_stack, apps, simulator_namespace, "v1.2.3", 0.0)
+    since = datetime.now(UTC).replace(microsecond=0)
+    run = in_background(
+        lambda: post_rollback_monitor(
+            "rag-api",
+            since,
+            duration=timedelta(seconds=20),
+            interval=timedelta(seconds=5),
+            scan_logs=False,
+            return_state=True,
+        )
+    )
+    # The first point is read 10 s after it (scrape lag): since + 5 s + 10 s.
+    time.sleep(max(0.0, (since + timedelta(seconds=17) - datetime.now(UTC)).total_seconds()))
+    prometheus_proxy.set_enabled(False)
+    state = run.result(timeout=120)
+
+    assert read_flow_run(state).state == "FAILED"
+    [sent] = notifications.received("/slack")
+    text = sent.body["text"]
+    assert text.startswith("🚨 ESCALATION: rag-api is not watched: the monitoring after the")
+    assert "Verdict: NO DATA" in text
+    assert "- monitoring failed: Prometheus range query" in text
+    assert "Connection refused" in text
