@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -314,7 +315,7 @@ def test_the_workflow_rolls_back_and_the_flow_verifies_it(
 
 @pytest.mark.stack
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("conclusion", ["failure", "cancelled"])
+@pytest.mark.parametrize("conclusion", ["failure", "cancelled", "timed_out"])
 def test_a_failed_or_cancelled_workflow_fails_the_run_with_its_url(
     conclusion: str,
     apps: client.AppsV1Api,
@@ -338,6 +339,34 @@ def test_a_failed_or_cancelled_workflow_fails_the_run_with_its_url(
         f"the rollback workflow ended {conclusion}: "
         f"https://github.com/acme/rag-api/actions/runs/{run.id}; nothing verified"
     )
+    assert snapshot(apps, namespace) == before
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+def test_a_run_that_does_not_complete_in_time_is_a_clear_error(
+    apps: client.AppsV1Api,
+    namespace: str,
+    fake: FakeGitHubActions,
+    token: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_services(monkeypatch, tmp_path, namespace)
+    with_actions(fake, run_timeout_seconds=2)
+    release = threading.Event()
+    fake.job = lambda inputs: "success" if release.wait(30) else "failure"
+    build_history(apps, namespace, ["v1.2.3", "v1.2.4"])
+    before = snapshot(apps, namespace)
+
+    try:
+        with pytest.raises(
+            RolloutFailedError,
+            match=r"\(in_progress\) https://github.com/.* did not complete within 2 s",
+        ):
+            automated_rollback("staging", "v1.2.3")
+    finally:
+        release.set()
     assert snapshot(apps, namespace) == before
 
 
