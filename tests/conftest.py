@@ -33,6 +33,7 @@ from stack.processes import free_port
 from stack.sink import WebhookSink
 
 SIMULATOR_NAMESPACE = "production"
+NOTICES_PATH = "/notices"
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -118,6 +119,9 @@ def local_stack(
             tmp_path_factory.mktemp("settings"), after_rollback={"enabled": False}, enabled=False
         )
     )
+    # Notices of every flow, in-process or on the worker, go to the session's sink (path
+    # /notices) unless a test gives its own (the `notifications` fixture).
+    os.environ["ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL"] = f"{alert_sink.url}{NOTICES_PATH}"
     try:
         state = stack.up()
         os.environ.update(state.env())

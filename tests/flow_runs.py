@@ -43,7 +43,11 @@ def flow_run_id(state: State) -> UUID:
 
 def read_flow_run(state: State) -> FlowRunRecord:
     """The stored flow run of `state` (returned by a flow called with `return_state=True`)."""
-    run_id = flow_run_id(state)
+    return read_flow_run_id(flow_run_id(state))
+
+
+def read_flow_run_id(run_id: UUID) -> FlowRunRecord:
+    """The stored flow run `run_id` and its artifacts."""
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
         artifacts = client.read_artifacts(
