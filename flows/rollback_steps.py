@@ -24,7 +24,7 @@ from flows.verify_rollback import check_the_service
 from playbook.checks import Checklist
 from playbook.errors import RollbackError, TransientError, VerificationFailedError
 from playbook.guard import RollbackRefusedError, lifetime_window
-from playbook.incident import StartedBy
+from playbook.incident import StartedBy, audit_payload, deployment_resource
 from playbook.notices import Cause, infrastructure_evidence
 from playbook.post_rollback import load_post_rollback
 from playbook.report import RollbackReport, Stopwatch, unready_pods
@@ -32,6 +32,7 @@ from playbook.results import EventRecord, LogScan
 from playbook.rollout import PodState, RolloutStatus, validate_version, version_of
 from playbook.services import ServiceConfig
 from playbook.thresholds import load_decision_matrix
+from tasks.audit import record_change
 from tasks.concurrency import ensure_service_lock, hold_service_lock, lock_name
 from tasks.followup import schedule_post_rollback_monitor
 from tasks.gitops import read_gitops_owner, suspend_gitops_owner
@@ -233,6 +234,11 @@ def wait_verify_and_report(
     """
     trigger = current_trigger()
     breached = frozenset({trigger.indicator} if trigger.indicator else ())
+    began = datetime.now(UTC)
+    report = replace(
+        report, details=(f"started by {trigger.who()}: {trigger.text()}", *report.details)
+    )
+    audit = _Audit(cfg, report, trigger, began) if changed else None
     started = (
         tell(
             "incident-start",
@@ -263,6 +269,8 @@ def wait_verify_and_report(
         )
         lines = [started.outcome()] if started else []
         lines.append(told.outcome())
+        if audit:
+            lines.append(audit.record("failed", done, f"FAILED: {exc}"))
         publish_failure(replace(done, details=(*done.details, *lines)), exc, watch, changed)
         return exc
 
@@ -301,7 +309,45 @@ def wait_verify_and_report(
         )
     if started:
         done = replace(done, details=(*done.details, started.outcome()))
+    if audit:
+        done = replace(done, details=(*done.details, audit.record("completed", done, done.outcome)))
     return publish_report(follow_up(cfg, done, rolled_out_at))
+
+
+class _Audit:
+    """The audit trail of one change: `rollback-flows.rollback.started` now, then
+    `.completed` or `.failed`, each about the Deployment and related to this run."""
+
+    def __init__(
+        self, cfg: ServiceConfig, report: RollbackReport, trigger: StartedBy, began: datetime
+    ) -> None:
+        self.trigger, self.began = trigger, began
+        self.resource = deployment_resource(cfg.env.cluster, cfg.namespace, report.deployment)
+        self.before = {"version": report.from_version, "revision": report.from_revision}
+        self.parameters = dict(flow_run.get_parameters() or {})
+        record_change(
+            "started",
+            self.resource,
+            audit_payload(
+                trigger,
+                self.parameters,
+                self.before,
+                {"version": report.to_version, "revision": report.to_revision},
+                {"started": began, "ended": None},
+                report.change or "",
+            ),
+        )
+
+    def record(self, phase: str, done: RollbackReport, outcome: str) -> str:
+        after = {
+            "version": done.to_version,
+            "revision": done.new_revision,
+            "verification": done.verification.summary() if done.verification else None,
+        }
+        times = {"started": self.began, "ended": datetime.now(UTC)}
+        payload = audit_payload(self.trigger, self.parameters, self.before, after, times, outcome)
+        event = record_change(phase, self.resource, payload)
+        return f"audit: rollback-flows.rollback.started and .{phase} recorded ({event})"
 
 
 def _notice_values(

@@ -3,9 +3,10 @@ post-incident review."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 # The playbook's Manual Rollback Indicators, as the choice a person makes in the run form.
 ManualReason = Literal[
@@ -52,3 +53,43 @@ class StartedBy:
 def manual(reason: str | None, comment: str = "") -> StartedBy:
     """A person's rollback, from the UI or the API."""
     return StartedBy("person", reason or "manual rollback (no reason chosen)", comment)
+
+
+def deployment_resource(cluster: str | None, namespace: str, deployment: str) -> dict[str, str]:
+    """The Deployment a change was made to, as a Prefect event resource."""
+    where = f"{cluster}." if cluster else ""
+    return {
+        "prefect.resource.id": f"kubernetes.deployment.{where}{namespace}.{deployment}",
+        "prefect.resource.name": f"{namespace}/{deployment}",
+        "kubernetes.namespace": namespace,
+        **({"kubernetes.cluster": cluster} if cluster else {}),
+    }
+
+
+def audit_payload(
+    trigger: StartedBy,
+    parameters: Mapping[str, Any],
+    before: Mapping[str, Any],
+    after: Mapping[str, Any] | None,
+    times: Mapping[str, datetime | None],
+    outcome: str,
+) -> dict[str, Any]:
+    """Who or what started a change, with what parameters, the state before and after it,
+    and when; JSON-ready."""
+    return {
+        "started_by": {
+            "kind": trigger.kind,
+            "who": trigger.who(),
+            "reason": trigger.reason,
+            "comment": trigger.comment,
+            "alert_fingerprint": trigger.alert_fingerprint,
+            "alert_started_at": trigger.alert_started_at.isoformat()
+            if trigger.alert_started_at
+            else None,
+        },
+        "parameters": {k: v for k, v in parameters.items() if "secret" not in k.lower()},
+        "before": dict(before),
+        "after": dict(after) if after is not None else None,
+        "times": {k: v.isoformat() if v else None for k, v in times.items()},
+        "outcome": outcome,
+    }

@@ -10,9 +10,10 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cluster import REPOSITORY, build_history, snapshot, use_services
+from cluster import REPOSITORY, build_history, eventually, snapshot, use_services
 from kubernetes import client
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -21,6 +22,7 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
 from flows.guarded_rollback import guarded_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
@@ -284,3 +286,56 @@ def test_a_notice_endpoint_that_is_down_does_not_stop_the_rollback_and_leaks_no_
     assert not [entry.message for entry in logs if webhook_down in entry.message]
     assert not [a.key for a in artifacts if webhook_down in str(a.data)]
     assert webhook_down not in report.to_markdown()
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+def test_an_alert_rollback_leaves_its_audit_trail_as_prefect_events(
+    kube_api: client.ApiClient, bad_release: str
+) -> None:
+    ns = bad_release
+    time.sleep(1.1)  # the API server records whole seconds: the alert starts after the release
+    alert_started = datetime.now(UTC)
+    result = guarded_rollback(
+        "rag-api",
+        reason="error rate 20 %",
+        alert_started_at=alert_started,
+        alert_fingerprint="0c7f3e2a",
+        indicator="error_rate",
+        recheck=False,
+    )
+    assert result.action == "rolled_back" and result.report is not None
+    assert snapshot(client.AppsV1Api(kube_api), ns).image == f"{REPOSITORY}:v1.2.3"
+
+    resource = f"kubernetes.deployment.{ns}.rag-api"
+    wanted = EventFilter(
+        event=EventNameFilter(prefix=["rollback-flows.rollback."]),
+        resource=EventResourceFilter(id=[resource]),
+    )
+
+    def events() -> list[Any]:
+        with get_client(sync_client=True) as prefect:
+            found = prefect.read_events(filter=wanted, limit=50).events
+        return sorted(found, key=lambda e: e.occurred) if len(found) >= 2 else []
+
+    started, completed = eventually(events, 15, "the audit events")
+    assert [started.event, completed.event] == [
+        "rollback-flows.rollback.started",
+        "rollback-flows.rollback.completed",
+    ]
+    for event in (started, completed):
+        who = event.payload["started_by"]
+        assert who["kind"] == "alert" and who["who"] == "alert 0c7f3e2a"
+        assert who["reason"] == "error rate 20 %"
+        assert who["alert_started_at"] == alert_started.isoformat()
+        assert event.payload["before"] == {"version": "v1.2.4", "revision": 2}
+        related = {r.id for r in event.related}
+        assert any(r.startswith("prefect.flow-run.") for r in related), related
+    after = completed.payload["after"]
+    assert (after["version"], after["revision"]) == ("v1.2.3", 3)
+    times = completed.payload["times"]
+    assert datetime.fromisoformat(times["started"]) <= datetime.fromisoformat(times["ended"])
+    assert completed.payload["outcome"] == result.report.outcome
+    assert any(
+        d.startswith("audit: rollback-flows.rollback.started") for d in result.report.details
+    )
