@@ -80,6 +80,7 @@ def automated_rollback(
             "the services file"
         )
     actions = cfg.actions
+    _, version_url = probe_urls(cfg)  # where the result is verified, known before acting
     run_id = flow_run.get_id()
     marker = f"prefect-{run_id or uuid4().hex}"
     inputs = dispatch_inputs(cfg.environment, version, skip_confirmation, marker)
@@ -127,7 +128,11 @@ def automated_rollback(
         raise failed
 
     # verify that the deployed version matches the target
-    image_version, served = verify_deployed_version(cfg, version)
+    try:
+        image_version, served = verify_deployed_version(cfg, version, version_url)
+    except VerificationFailedError as exc:
+        publish_report(replace(report, outcome=f"FAILED: {exc}", changed=True, details=details))
+        raise
     outcome = (
         f"rolled back to {version} by {run.html_url}: the Deployment runs {image_version}, "
         f"/version answers {served}"
@@ -135,7 +140,7 @@ def automated_rollback(
     return publish_report(replace(report, outcome=outcome, changed=True, details=details))
 
 
-def verify_deployed_version(cfg: ServiceConfig, version: str) -> tuple[str, str]:
+def verify_deployed_version(cfg: ServiceConfig, version: str, version_url: str) -> tuple[str, str]:
     """The Deployment's image tag and the service's /version, both equal to `version`.
 
     Raises:
@@ -149,7 +154,6 @@ def verify_deployed_version(cfg: ServiceConfig, version: str) -> tuple[str, str]
             f"the workflow succeeded but Deployment {cfg.namespace}/{cfg.deployment} runs "
             f"{status.image_of(cfg.container)}, not {version}"
         )
-    _, version_url = probe_urls(cfg)
     deadline = time.monotonic() + VERSION_SETTLE_SECONDS
     while True:
         probe = probe_version(version_url)

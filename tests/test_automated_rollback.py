@@ -503,3 +503,30 @@ def test_in_production_the_workflows_rollback_waits_for_the_approval(
     assert state.is_completed(), (state.message, fake.job_errors)
     assert snapshot(apps, simulator_namespace).image == f"{REPOSITORY}:v1.2.3"
     assert fake.dispatches()[0].body["inputs"]["skip_confirmation"] == "false"
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+def test_a_workflow_that_succeeds_without_rolling_back_fails_the_verification(
+    apps: client.AppsV1Api,
+    namespace: str,
+    fake: FakeGitHubActions,
+    token: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_services(monkeypatch, tmp_path, namespace)
+    with_actions(fake)
+    fake.job = lambda inputs: "success"  # and nothing done
+    build_history(apps, namespace, ["v1.2.3", "v1.2.4"])
+
+    state = automated_rollback("staging", "v1.2.3", return_state=True)
+
+    assert state.is_failed()
+    message = (
+        f"the workflow succeeded but Deployment {namespace}/rag-api runs "
+        f"{REPOSITORY}:v1.2.4, not v1.2.3"
+    )
+    assert message in str(state.message)
+    markdown = str(read_flow_run(state).one("markdown").data)
+    assert f"FAILED: {message}" in markdown
