@@ -17,6 +17,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.approval import approve_the_plan
+from flows.notices import current_trigger, started_by
 from flows.rollback_steps import (
     Settled,
     container_version,
@@ -25,6 +26,7 @@ from flows.rollback_steps import (
     wait_verify_and_report,
 )
 from playbook.errors import InvalidInputError, NotFoundError
+from playbook.incident import ManualReason
 from playbook.report import RollbackReport, Stopwatch
 from playbook.results import patch_text
 from playbook.rollout import RolloutStatus
@@ -40,6 +42,8 @@ def canary_rollback(
     environment: str | None = None,
     dry_run: bool = False,
     skip_confirmation: bool | None = None,
+    reason: ManualReason | None = None,
+    comment: str = "",
 ) -> RollbackReport:
     """Send all of a service's traffic to stable, mirror none to the canary, and scale the
     canary Deployment to 0.
@@ -53,6 +57,9 @@ def canary_rollback(
             nothing.
         skip_confirmation: Go ahead without a person's approval of the plan; the
             environment's `skip_confirmation` when None (production asks).
+        reason: Why a person rolls back: one of the playbook's Manual Rollback Indicators
+            (carried into the notices, the audit events and the review).
+        comment: A free comment on the reason.
 
     Raises:
         InvalidInputError: unknown service, or a service without a canary (nothing changed).
@@ -63,7 +70,10 @@ def canary_rollback(
     """
     logger = get_run_logger()
     cfg = load_service(service, namespace, environment)
-    with one_rollback_at_a_time(cfg, "canary-rollback", dry_run):
+    with (
+        one_rollback_at_a_time(cfg, "canary-rollback", dry_run),
+        started_by(current_trigger(reason, comment)),
+    ):
         if cfg.canary is None:
             raise InvalidInputError(f"service {cfg.name!r} has no canary configured")
         canary = cfg.canary
@@ -71,7 +81,9 @@ def canary_rollback(
             cfg,
             skip_confirmation,
             dry_run,
-            lambda: canary_rollback.fn(service, namespace, environment, True),
+            lambda: canary_rollback.fn(
+                service, namespace=namespace, environment=environment, dry_run=True
+            ),
         )
         ns = cfg.namespace
         watch = Stopwatch()

@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.approval import approve_the_plan
+from flows.notices import current_trigger, started_by
 from flows.rollback_steps import (
     Settled,
     keep_gitops_from_reverting,
@@ -17,6 +18,7 @@ from flows.rollback_steps import (
     publish_dry_run,
     wait_verify_and_report,
 )
+from playbook.incident import ManualReason
 from playbook.report import RollbackReport, Stopwatch
 from playbook.results import patch_text
 from playbook.rollout import parse_image, set_image_patch, validate_version, version_of
@@ -35,6 +37,8 @@ def image_rollback(
     dry_run: bool = False,
     suspend_gitops: bool = False,
     skip_confirmation: bool | None = None,
+    reason: ManualReason | None = None,
+    comment: str = "",
 ) -> RollbackReport:
     """Set a service's container image to `target_version` after confirming the tag exists.
 
@@ -50,6 +54,9 @@ def image_rollback(
             the old version back, suspend it first (it is never resumed by this flow).
         skip_confirmation: Go ahead without a person's approval of the plan; the
             environment's `skip_confirmation` when None (production asks).
+        reason: Why a person rolls back: one of the playbook's Manual Rollback Indicators
+            (carried into the notices, the audit events and the review).
+        comment: A free comment on the reason.
 
     Raises:
         InvalidInputError: unknown service or container, malformed version (nothing changed).
@@ -58,14 +65,23 @@ def image_rollback(
     """
     logger = get_run_logger()
     cfg = load_service(service, namespace, environment)
-    with one_rollback_at_a_time(cfg, "image-rollback", dry_run):
+    with (
+        one_rollback_at_a_time(cfg, "image-rollback", dry_run),
+        started_by(current_trigger(reason, comment)),
+    ):
         version = validate_version(target_version)
         approval = approve_the_plan(
             cfg,
             skip_confirmation,
             dry_run,
             lambda: image_rollback.fn(
-                service, version, namespace, environment, container, True, suspend_gitops
+                service,
+                version,
+                namespace=namespace,
+                environment=environment,
+                container=container,
+                dry_run=True,
+                suspend_gitops=suspend_gitops,
             ),
         )
         ns, name = cfg.namespace, cfg.deployment

@@ -11,6 +11,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from flows.approval import approve_the_plan
+from flows.notices import current_trigger, started_by
 from flows.rollback_steps import (
     Settled,
     container_version,
@@ -19,6 +20,7 @@ from flows.rollback_steps import (
     publish_dry_run,
     wait_verify_and_report,
 )
+from playbook.incident import ManualReason
 from playbook.report import RollbackReport, Stopwatch
 from playbook.results import patch_text
 from playbook.services import load_service
@@ -40,6 +42,8 @@ def kubernetes_rollback(
     suspend_gitops: bool = False,
     force: bool = False,
     skip_confirmation: bool | None = None,
+    reason: ManualReason | None = None,
+    comment: str = "",
 ) -> RollbackReport:
     """Roll a service's Deployment back to its previous revision, or to `to_revision`.
 
@@ -61,6 +65,9 @@ def kubernetes_rollback(
             the old version back, suspend it first (it is never resumed by this flow).
         skip_confirmation: Go ahead without a person's approval of the plan; the
             environment's `skip_confirmation` when None (production asks).
+        reason: Why a person rolls back: one of the playbook's Manual Rollback Indicators
+            (carried into the notices, the audit events and the review).
+        comment: A free comment on the reason.
 
     Raises:
         InvalidInputError: unknown service, or a revision that does not exist (nothing changed).
@@ -72,13 +79,22 @@ def kubernetes_rollback(
     """
     logger = get_run_logger()
     cfg = load_service(service, namespace, environment)
-    with one_rollback_at_a_time(cfg, "kubernetes-rollback", dry_run):
+    with (
+        one_rollback_at_a_time(cfg, "kubernetes-rollback", dry_run),
+        started_by(current_trigger(reason, comment)),
+    ):
         approval = approve_the_plan(
             cfg,
             skip_confirmation,
             dry_run,
             lambda: kubernetes_rollback.fn(
-                service, namespace, environment, to_revision, True, suspend_gitops, force
+                service,
+                namespace=namespace,
+                environment=environment,
+                to_revision=to_revision,
+                dry_run=True,
+                suspend_gitops=suspend_gitops,
+                force=force,
             ),
         )
         ns, name = cfg.namespace, cfg.deployment

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from cluster import REPOSITORY, build_history, eventually, snapshot, use_services
@@ -23,10 +23,12 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+from prefect.exceptions import ParameterTypeError
 
 from flows.guarded_rollback import guarded_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.errors import InvalidInputError, RolloutFailedError
+from playbook.incident import ManualReason
 from playbook.notices import (
     Cause,
     infrastructure_evidence,
@@ -339,3 +341,35 @@ def test_an_alert_rollback_leaves_its_audit_trail_as_prefect_events(
     assert any(
         d.startswith("audit: rollback-flows.rollback.started") for d in result.report.details
     )
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+def test_a_persons_reason_is_a_choice_in_the_run_form_and_goes_into_the_notice(
+    kube_api: client.ApiClient, bad_release: str, notifications: WebhookSink
+) -> None:
+    apps = client.AppsV1Api(kube_api)
+    # the UI's run form offers exactly the playbook's Manual Rollback Indicators
+    with get_client(sync_client=True) as prefect:
+        schema = prefect.read_deployment_by_name(
+            "kubernetes-rollback/default"
+        ).parameter_openapi_schema
+    reason = schema["properties"]["reason"]
+    choices = next(c["enum"] for c in reason.get("anyOf", [reason]) if "enum" in c)
+    assert choices == list(get_args(ManualReason))
+    assert "Security vulnerability discovered" in choices
+
+    # a value that is not a choice is refused before anything runs
+    before = snapshot(apps, bad_release)
+    with pytest.raises(ParameterTypeError, match="reason"):
+        kubernetes_rollback("rag-api", reason="because")  # type: ignore[arg-type]
+    assert snapshot(apps, bad_release) == before
+    assert notifications.received() == []
+
+    report = kubernetes_rollback(
+        "rag-api", reason="Users report degraded experience", comment="12 tickets since 03:00"
+    )
+    assert report.changed
+    [start] = [d.body["text"] for d in notifications.received("/slack")]
+    assert fields(start)["Reason"] == "Users report degraded experience (12 tickets since 03:00)"
+    assert "started by a person: Users report degraded experience" in report.details[0]
