@@ -10,17 +10,20 @@ bench/faults.py.
   not listen, so the real kube-apiserver answers writes 500.
 - `restart_apiserver`: the cluster's kube-apiserver process stopped and started again with the
   same command line.
+- `kill_worker` / `start_another_worker`: the stack's Prefect worker killed with the flow run
+  it executes, and a new one started.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stack.config import bin_dir
+from stack.local import StackState
+from stack.prefect_worker import start_worker
 from stack.processes import alive, free_port, start, stop, wait_until
 
 
@@ -452,3 +457,27 @@ def restart_apiserver(address: str, down_seconds: float) -> int:
         new,
     )
     return new
+
+
+# The Prefect worker process ------------------------------------------------------------------
+
+
+def kill_worker(state: StackState) -> None:
+    """SIGKILL the stack's Prefect worker and the flow runs it executes (its process group),
+    as when its machine dies: nothing reports to the Prefect server."""
+    pid = state.pids["worker"]
+    os.killpg(pid, signal.SIGKILL)
+    wait_until("the killed worker to be gone", lambda: not alive(pid), 10)
+
+
+def start_another_worker(state: StackState) -> int:
+    """A new worker for the stack's pool (its pid saved, so `stack down` stops it)."""
+    stack_dir = Path(state.kubeconfig).parent
+    api_url = state.prefect_api_url
+    assert api_url is not None
+    env = {k: v for k, v in state.env().items() if k != "PREFECT_API_URL"}
+    log = stack_dir / "logs" / f"worker-{time.time_ns()}.log"
+    pid = start_worker(api_url, stack_dir / "prefect", env, log)
+    state.pids["worker"] = pid
+    (stack_dir / "state.json").write_text(json.dumps(asdict(state), indent=2))
+    return pid

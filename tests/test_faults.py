@@ -33,17 +33,25 @@ from faults import (
     Toxiproxy,
     apiserver_address,
     apiserver_metric,
+    kill_worker,
     kubeconfig_through,
     remove_webhook,
     restart_apiserver,
+    start_another_worker,
     webhook_down,
 )
 from flow_runs import flow_run_id, read_flow_run
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.states import State
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.deployments import run_deployment
+from prefect.states import Scheduled, State
 from test_rbac import apply_rbac, service_account_kubeconfig
 from test_verify_rollback import WINDOW, rows_of, serving
 
@@ -54,6 +62,7 @@ from playbook.provenance import ROLLBACK_MARK_ANNOTATION, RollbackMark, parse_ma
 from playbook.rollout import REVISION_ANNOTATION
 from stack.local import StackState
 from stack.sink import WebhookSink
+from tasks.concurrency import LEASE_SECONDS, lock_name
 
 pytestmark = [pytest.mark.stack, pytest.mark.faults, pytest.mark.timeout(240)]
 
@@ -119,6 +128,22 @@ def two_revisions(
     use_services(monkeypatch, tmp_path, namespace)
     build_history(apps, namespace, [GOOD, BAD])
     return namespace
+
+
+@pytest.fixture
+def staging(kube_api: client.ApiClient) -> Iterator[str]:
+    """The `staging` environment of the stack's services file (the worker's), emptied after:
+    a rollback there goes ahead without asking for an approval."""
+    core = client.CoreV1Api(kube_api)
+    try:
+        core.create_namespace({"metadata": {"name": "staging"}})
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    yield "staging"
+    apps = client.AppsV1Api(kube_api)
+    for deployment in apps.list_namespaced_deployment("staging").items:
+        apps.delete_namespaced_deployment(deployment.metadata.name, "staging")
 
 
 def in_background(call: Callable[[], Any]) -> Future[Any]:
@@ -411,3 +436,71 @@ def test_prometheus_down_during_the_monitor_is_no_data_and_escalates(
     assert "Verdict: NO DATA" in text
     assert "- monitoring failed: Prometheus range query" in text
     assert "Connection refused" in text
+
+
+def test_a_killed_worker_run_resubmitted_completes_with_one_undo(
+    local_stack: StackState,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    staging: str,
+) -> None:
+    """The worker dies (SIGKILL, with the flow run it executes) right after the undo's patch.
+    The run's lock lease runs out; the run, resubmitted on a new worker, finds its own change
+    and completes without undoing again."""
+    ns = staging
+    build_history(apps, ns, [GOOD, BAD])
+    before = snapshot(apps, ns)
+    submitted = run_deployment(
+        "kubernetes-rollback/default",
+        parameters={"service": "rag-api", "namespace": ns},
+        timeout=0,
+    )
+    with get_client(sync_client=True) as prefect:
+
+        def patched() -> bool:
+            state = prefect.read_flow_run(submitted.id).state
+            assert state is None or not state.is_final(), f"the run ended first: {state}"
+            d = apps.read_namespaced_deployment("rag-api", ns)
+            return ROLLBACK_MARK_ANNOTATION in (d.metadata.annotations or {})
+
+        eventually(patched, 60, "the rollback's patch", interval=0.05)
+    kill_worker(local_stack)
+    mark = parse_mark(
+        apps.read_namespaced_deployment("rag-api", ns).metadata.annotations[
+            ROLLBACK_MARK_ANNOTATION
+        ]
+    )
+    assert mark is not None
+    start_another_worker(local_stack)
+    assert mark.flow_run_id == str(submitted.id)
+    lock = lock_name(ns, "rag-api")
+    with get_client(sync_client=True) as prefect:
+        orphaned = prefect.read_flow_run(submitted.id).state
+        assert orphaned is not None and orphaned.type.value in ("RUNNING", "CRASHED"), orphaned
+        # The dead run's slot is freed when its lease ends, never by hand.
+        eventually(
+            lambda: prefect.read_global_concurrency_limit_by_name(lock).active_slots == 0,
+            LEASE_SECONDS + 40,
+            "the dead run's lock lease to end",
+            interval=2,
+        )
+        prefect.set_flow_run_state(submitted.id, Scheduled(), force=True)  # resubmitted
+
+        def finished() -> Any:
+            run = prefect.read_flow_run(submitted.id)
+            return run if run.state is not None and run.state.is_final() else None
+
+        run = eventually(finished, 90, "the resubmitted run to finish")
+        [report] = [
+            a
+            for a in prefect.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+            )
+            if a.type == "markdown"
+        ]
+
+    assert run.state.type.value == "COMPLETED", run.state
+    assert run.run_count == 2
+    assert_one_undo(apps, ns, before.generation)
+    assert ready_pod_images(core, ns) == [f"{REPOSITORY}:{GOOD}"] * 3
+    assert "by an earlier attempt of this flow run" in str(report.data)
