@@ -128,3 +128,17 @@ def test_the_refusal_and_the_warnings_say_what_the_rollback_does_not_bring_back(
         "does not exist: its pods could not start. Nothing was changed. Recreate it (or roll back "
         "to another revision) first"
     )
+
+
+def test_the_first_required_use_of_an_object_is_the_one_named() -> None:
+    template = {
+        "spec": {
+            "containers": [{"name": "api", "envFrom": [{"configMapRef": {"name": "cfg"}}]}],
+            "volumes": [{"name": "v", "configMap": {"name": "cfg"}}],
+        }
+    }
+    assert referenced_objects(template) == (ObjectRef("ConfigMap", "cfg", "envFrom of api", False),)
+
+
+def test_a_time_with_an_offset_is_the_same_instant_in_utc() -> None:
+    assert last_change({"creationTimestamp": "2026-03-01T14:00:00+02:00"}) == T0

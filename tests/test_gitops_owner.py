@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from playbook.gitops import OwnerRef, OwnerState, find_owner, owner_state
+from playbook.gitops import OwnerRef, OwnerState, find_owner, owner_state, suspend_patch
 
 
 def deployment(
@@ -103,3 +103,19 @@ def test_the_refusal_names_the_owner_its_evidence_and_both_ways_out() -> None:
     assert state.action_item() == (
         "resume Argo CD Application argocd/rag-api once Git holds the fix (this rollback suspended it)"
     )
+
+
+def test_suspending_an_application_keeps_its_policy_as_sorted_json() -> None:
+    app = {"spec": {"syncPolicy": {"automated": {"selfHeal": True, "prune": True}}}}
+    patch = suspend_patch(owner_state(APP, app), app)
+    assert patch == {
+        "metadata": {
+            "annotations": {
+                "rollback-flows.dev/suspended-sync-policy": '{"automated": {"prune": true, "selfHeal": true}}'
+            }
+        },
+        "spec": {"syncPolicy": {"automated": None}},
+    }
+    assert suspend_patch(owner_state(FLUX, {"spec": {}}), {"spec": {}}) == {
+        "spec": {"suspend": True}
+    }

@@ -52,6 +52,7 @@ def test_a_gap_restarts_the_worse_hold_and_says_no_data() -> None:
     assert feed([0.26, None]).verdict is Verdict.NO_DATA
     assert feed([0.26, None]).latest_at == T0 + timedelta(minutes=1)
     assert feed([0.1, None, 0.1]).points == 2  # a gap is no point
+    assert feed([0.26, 0.1]).beyond_since is None  # back inside: no longer beyond
 
 
 def test_without_an_incident_level_the_first_value_is_the_reference() -> None:

@@ -76,7 +76,7 @@ def test_stopwatch_records_each_named_step_even_when_it_raises() -> None:
         raise RuntimeError("refused")
     assert [name for name, _ in watch.steps] == ["check", "undo"]
     assert all(seconds >= 0 for _, seconds in watch.steps)
-    assert watch.total() >= sum(seconds for _, seconds in watch.steps)
+    assert sum(seconds for _, seconds in watch.steps) <= watch.total() < 60
 
 
 def test_dry_run_report_says_nothing_changed() -> None:

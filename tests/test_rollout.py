@@ -523,6 +523,7 @@ def test_pods_read_phase_readiness_restarts_and_every_waiting_reason() -> None:
     )
     bare = pod_state({"metadata": {"deletionTimestamp": "t"}})
     assert bare == PodState("", "Unknown", False, 0, (), None, (), True)
+    assert pod_state({}) == PodState("", "Unknown", False, 0, (), None, (), False)
 
 
 def test_waiting_pods_are_grouped_by_reason_and_deleted_ones_left_out() -> None:
@@ -530,13 +531,14 @@ def test_waiting_pods_are_grouped_by_reason_and_deleted_ones_left_out() -> None:
         PodState("b", "Pending", False, 0, ("ImagePullBackOff",), None, (), False),
         PodState("a", "Pending", False, 0, ("ImagePullBackOff", "ErrImagePull"), None, (), False),
         PodState("c", "Running", False, 0, (), None, (), False),
+        PodState("b2", "Running", False, 0, (), None, (), False),
         PodState("d", "Running", False, 0, (), None, (), True),
         PodState("e", "Running", True, 0, (), None, (), False),
     ]
     assert describe_waiting(pods) == (
-        "ErrImagePull: a; ImagePullBackOff: a, b; running but not ready: c"
+        "ErrImagePull: a; ImagePullBackOff: a, b; running but not ready: b2, c"
     )
-    assert describe_waiting(pods[4:]) == "no pod is waiting"
+    assert describe_waiting(pods[5:]) == "no pod is waiting"
 
 
 def test_malformed_image_references_are_refused_naming_them() -> None:
