@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import yaml  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 
 from stack.config import bin_dir  # noqa: E402
@@ -123,6 +124,14 @@ def main() -> None:
             f"    image_repository: {IMAGE}\n    rollout_timeout_seconds: 120\n"
         )
         os.environ["ROLLBACK_FLOWS_SERVICES"] = str(services)
+        # kubectl neither verifies the service nor watches it afterwards: measured without
+        # the checklist after the rollout and without the 30-minute follow-up monitor
+        shipped = yaml.safe_load((REPO / "deployments" / "post-rollback.yaml").read_text())
+        shipped["verification"]["after_rollback"]["enabled"] = False
+        shipped["follow_up"]["enabled"] = False
+        post_rollback = Path(tmp) / "post-rollback.yaml"
+        post_rollback.write_text(yaml.safe_dump(shipped))
+        os.environ["ROLLBACK_FLOWS_POST_ROLLBACK"] = str(post_rollback)
         api = config.new_client_from_config(config_file=args.kubeconfig)
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
         setup(apps, core, namespace)

@@ -26,6 +26,7 @@ from tasks.notify import (
     configured,
     send_notification,
 )
+from tasks.prefect_runs import run_link
 
 _started_by: ContextVar[StartedBy | None] = ContextVar("rollback_started_by", default=None)
 
@@ -48,7 +49,7 @@ def current_trigger(reason: str | None = None, comment: str = "") -> StartedBy:
 
 def run_url() -> str:
     """This flow run in the Prefect UI (its id when no UI URL is known)."""
-    return flow_run.get_flow_run_ui_url() or f"flow run {flow_run.get_id()}"
+    return run_link(str(flow_run.get_id()))
 
 
 class Pending:

@@ -9,8 +9,10 @@ baseline (the median before the incident) and the incident level (the value at t
 * worse: beyond both the incident level (by a margin) and the critical threshold.
 
 "Recovered" needs the series back for `hold_seconds` without a gap; "worse" needs it beyond
-the worse level for `worse_hold_seconds`, and then sticks. A missing latest value is NO_DATA,
-never a pass. Everything here is pure; `track` folds one point at a time into a frozen state.
+the worse level for `worse_hold_seconds`, and then sticks. "Recovering" means still improving:
+a series that has closed part of its gap but made no new progress (a new low closing at least
+`stall_progress_ratio` of what remained) for `stall_seconds` is "not recovering (stalled)",
+whether it lies flat or swings. A missing latest value is NO_DATA, never a pass. Everything here is pure; `track` folds one point at a time into a frozen state.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Verdict(StrEnum):
     RECOVERED = "recovered"
     RECOVERING = "recovering"
     NOT_RECOVERING = "not recovering"
+    STALLED = "not recovering (stalled)"
     WORSE = "worse"
     NO_DATA = "no data"
 
@@ -56,6 +59,12 @@ class RecoveryPolicy(BaseModel):
     worse_hold_seconds: float = Field(default=60.0, ge=0)
     progress_ratio: float = Field(
         default=0.25, gt=0, le=1, description="share of the gap closed to count as recovering"
+    )
+    stall_seconds: float = Field(
+        default=1200.0, gt=0, description="no new progress this long: stalled, not recovering"
+    )
+    stall_progress_ratio: float = Field(
+        default=0.1, gt=0, le=1, description="share of the remaining gap a new low must close"
     )
     cap_at_warning: bool = True
 
@@ -135,6 +144,8 @@ class RecoveryState:
     back_since: datetime | None = None  # inside the recover/relapse band since
     beyond_since: datetime | None = None  # beyond the worse level since
     worse_at: datetime | None = None  # when it was confirmed worse (sticks)
+    progress_gap: float | None = None  # the gap to the recover level at the last progress
+    progress_at: datetime | None = None  # when it last made progress (or was first seen)
 
     @property
     def verdict(self) -> Verdict:
@@ -151,8 +162,15 @@ class RecoveryState:
             gap_then = bad(self.reference) - bad(self.levels.recover)
             gap_now = bad(self.latest) - bad(self.levels.recover)
             if gap_then > 0 and gap_now <= (1.0 - self.policy.progress_ratio) * gap_then:
-                return Verdict.RECOVERING
+                return Verdict.STALLED if self.stalled else Verdict.RECOVERING
         return Verdict.NOT_RECOVERING
+
+    @property
+    def stalled(self) -> bool:
+        """No new progress toward the recover level for `stall_seconds`."""
+        if self.progress_at is None or self.latest_at is None:
+            return False
+        return (self.latest_at - self.progress_at).total_seconds() >= self.policy.stall_seconds
 
     @property
     def back_for_seconds(self) -> float:
@@ -191,6 +209,15 @@ def track(state: RecoveryState, at: datetime, value: float | None) -> RecoverySt
     elif back_since is None and bad(value) <= bad(levels.recover):
         back_since = at
 
+    gap = bad(value) - bad(levels.recover)
+    progress_gap, progress_at = state.progress_gap, state.progress_at
+    if progress_at is None:
+        progress_gap, progress_at = bad(reference) - bad(levels.recover), at
+    if progress_gap is not None and gap <= (1.0 - policy.stall_progress_ratio) * progress_gap:
+        progress_gap, progress_at = gap, at
+    if back_since is not None:  # back at baseline: progress complete
+        progress_gap, progress_at = max(gap, 0.0), at
+
     return replace(
         state,
         points=state.points + 1,
@@ -200,6 +227,8 @@ def track(state: RecoveryState, at: datetime, value: float | None) -> RecoverySt
         back_since=back_since,
         beyond_since=beyond_since,
         worse_at=worse_at,
+        progress_gap=progress_gap,
+        progress_at=progress_at,
     )
 
 
@@ -218,11 +247,13 @@ def verdicts(
 
 
 def overall_verdict(verdicts_by_indicator: Iterable[Verdict]) -> Verdict:
-    """The service's verdict: worse, else no data, else not recovering, else recovering."""
+    """The service's verdict: worse, else no data, else not recovering (stalled or not),
+    else recovering."""
     order = [
         Verdict.WORSE,
         Verdict.NO_DATA,
         Verdict.NOT_RECOVERING,
+        Verdict.STALLED,
         Verdict.RECOVERING,
         Verdict.RECOVERED,
     ]

@@ -20,7 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("build", help="build the control-plane binaries into the cache")
     up = commands.add_parser("up", help="start the stack, or reuse it if it is running")
-    up.add_argument("--prefect-ui", action="store_true", help="also start a Prefect server with UI")
+    up.add_argument(
+        "--prefect-ui",
+        action="store_true",
+        help="also start a Prefect server with UI, its worker and the alert receiver",
+    )
     up.add_argument(
         "--webhook-url",
         default=os.environ.get("ROLLBACK_FLOWS_ALERT_WEBHOOK_URL"),
@@ -38,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         webhook_url=getattr(args, "webhook_url", None),
         prefect=getattr(args, "prefect_ui", False),
         prefect_ui=getattr(args, "prefect_ui", False),
+        # with the Prefect server, alerts go to the project's receiver unless sent elsewhere
+        receiver=getattr(args, "prefect_ui", False) and not getattr(args, "webhook_url", None),
     )
     try:
         if args.command == "build":

@@ -39,6 +39,7 @@ class Ports:
     simulator: int = 18000
     prefect: int = 14200
     postgres: int = 15432
+    receiver: int = 18080
 
 
 DEMO_PORTS = Ports(
@@ -47,4 +48,5 @@ DEMO_PORTS = Ports(
     simulator=int(os.environ.get("ROLLBACK_FLOWS_SIMULATOR_PORT", 18000)),
     prefect=int(os.environ.get("ROLLBACK_FLOWS_PREFECT_PORT", 14200)),
     postgres=int(os.environ.get("ROLLBACK_FLOWS_POSTGRES_PORT", 15432)),
+    receiver=int(os.environ.get("ROLLBACK_FLOWS_RECEIVER_PORT", 18080)),
 )

@@ -1,10 +1,11 @@
-"""`make demo`: a bad release of rag-api on the local stack, undone by the rollback flow.
+"""`make demo`: a bad release of rag-api on the local stack, told as the incident it becomes.
 
-Starts the local stack with a Prefect server and its UI, deploys rag-api v1.2.3 (3 replicas)
-to the `production` namespace, releases the bad v1.2.4 (20 % of requests fail, as Prometheus
-shows), runs the `kubernetes-rollback` flow against the Prefect server, and shows the error
-rate return to zero. The stack keeps running afterwards so that the runs, their artifacts and
-the metrics can be explored; `make stack-down` stops it.
+v1.2.3 healthy → v1.2.4 released (20 % of requests fail) → the Prometheus rule fires →
+Alertmanager posts to the alert receiver → `guarded-rollback` runs on the worker and rolls back
+→ the verification checklist → 🚨 and ✅ notices (a local sink prints them) → the post-rollback
+monitor, time-compressed to a minute → the post-incident review. It prints a timeline with each
+step's time and its Prefect UI link, and exits non-zero when a step did not happen. The stack
+keeps running afterwards (`make stack-down` stops it).
 """
 
 from __future__ import annotations
@@ -12,82 +13,244 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID
 
 import httpx
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    FlowRunFilterTags,
+)
 from prefect.client.schemas.objects import FlowRun
-from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from stack.config import DEMO_PORTS
+from stack.config import DEMO_PORTS, REPO_DIR, state_root
 from stack.local import LocalStack, StackState
 from stack.prometheus import error_ratio_expr
+from stack.sink import WebhookSink
 
 NAMESPACE = "production"
 IMAGE = "ghcr.io/acme/rag-api"
 GOOD, BAD = "v1.2.3", "v1.2.4"
+DEFAULT_POST_ROLLBACK = REPO_DIR / "deployments" / "post-rollback.yaml"
+T = TypeVar("T")
+
+
+def compressed_settings() -> dict[str, Any]:
+    """The shipped post-rollback settings with the incident compressed into minutes: the
+    checklist 5 s after the rollout, a 1-minute monitor every 6 s holding recovery for 15 s
+    over 5 s rate windows."""
+    settings: dict[str, Any] = yaml.safe_load(DEFAULT_POST_ROLLBACK.read_text())
+    settings["verification"]["after_rollback"] = {"enabled": True, "settle_seconds": 5}
+    settings["follow_up"].update(enabled=True, duration_minutes=1, interval_minutes=0.1)
+    monitor = settings["monitor"]
+    monitor.update(window="5s", baseline_minutes=1, evaluation_delay_seconds=2)
+    for policy in monitor["indicators"].values():
+        policy.update(hold_seconds=15, worse_hold_seconds=15)
+    return settings
 
 
 def main() -> int:
+    sink = WebhookSink()
+    sink.start()
+    root = state_root()
+    root.mkdir(parents=True, exist_ok=True)
+    settings = root / "demo-post-rollback.yaml"
+    settings.write_text(yaml.safe_dump(compressed_settings()))
+    # the worker inherits these: notices to the demo's sink, the compressed incident
+    os.environ["ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL"] = f"{sink.url}/slack"
+    os.environ["ROLLBACK_FLOWS_POST_ROLLBACK"] = str(settings)
     stack = LocalStack(
-        "rollback-flows",
-        DEMO_PORTS,
-        simulator_namespace=NAMESPACE,
-        webhook_url=os.environ.get("ROLLBACK_FLOWS_ALERT_WEBHOOK_URL"),
-        prefect=True,
-        prefect_ui=True,
-    )
+        "rollback-flows", DEMO_PORTS, simulator_namespace=NAMESPACE, prefect=True,
+        prefect_ui=True, receiver=True,
+    )  # fmt: skip
+    if stack.running() is not None:
+        _say("restarting the running stack, so that its worker sends notices to this demo")
+        stack.down()
     state = stack.up()
     os.environ.update(state.env())
-    api = config.new_client_from_config(config_file=state.kubeconfig)
-    apps = client.AppsV1Api(api)
-
-    _say(f"deploying rag-api {GOOD} to {NAMESPACE}")
-    _deploy(api, f"{IMAGE}:{GOOD}")
-    _wait_rolled_out(apps)
-    _say(f"releasing the bad {BAD}")
-    apps.patch_namespaced_deployment(
-        "rag-api", NAMESPACE, _template_patch(f"{IMAGE}:{BAD}", "release v1.2.4")
-    )
-    _wait_rolled_out(apps)
-    ratio = _wait_error_ratio(state, lambda r: r > 0.15, "reach the bad release's level")
-    _say(f"error ratio after the bad release: {ratio:.1%} (critical > 5 %)")
-
-    _say("starting the kubernetes-rollback/default deployment, as an SRE would from the UI")
-    # Prefect read its settings when imported, before the stack existed.
     with temporary_settings({PREFECT_API_URL: state.prefect_api_url}):
-        run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call, not a coroutine
-            "kubernetes-rollback/default",
-            # production asks for an approval first; the demo goes ahead without asking
-            parameters={"service": "rag-api", "namespace": NAMESPACE, "skip_confirmation": True},
-            timeout=300,
-        )
-    ui = state.prefect_api_url.removesuffix("/api") if state.prefect_api_url else ""
-    _say(f"flow run {run.name}: {run.state_name} ({ui}/runs/flow-run/{run.id})")
-    if not run.state or not run.state.is_completed():
-        raise SystemExit(
-            f"the rollback run ended {run.state_name}: {run.state.message if run.state else ''}"
-        )
-    image = (
-        apps.read_namespaced_deployment("rag-api", NAMESPACE).spec.template.spec.containers[0].image
-    )
-    _say(f"rag-api now runs {image}")
-    ratio = _wait_error_ratio(state, lambda r: r < 0.01, "fall below 1 %")
-    _say(f"error ratio after the rollback: {ratio:.1%}")
-
+        story = tell(state, sink)
+    ui = _ui(state)
+    print("\nTimeline")
+    for at, what, link in story:
+        print(f"  {at:%H:%M:%S}  {what}" + (f"\n            {link}" if link else ""))
+    print("\nNotices (as the Slack-compatible sink received them)")
+    for delivery in sink.received("/slack"):
+        print("  " + "\n  ".join(str(delivery.body["text"]).splitlines()) + "\n")
     print(
-        "\nThe local stack is running:\n"
-        f"  Prefect UI     {ui}  (flow runs and their artifacts)\n"
+        "The local stack is running:\n"
+        f"  Prefect UI     {ui}  (flow runs, their artifacts, the Event Feed)\n"
         f"  Prometheus     {state.prometheus_url}\n"
         f"  Alertmanager   {state.alertmanager_url}\n"
+        f"  receiver       http://127.0.0.1:{state.ports.receiver}/health\n"
         f"  rag-api        {state.simulator_url}/version\n"
         f"  kubeconfig     {state.kubeconfig}\n"
         "Point a shell at it with: eval $(.venv/bin/python -m stack env)\n"
         "Stop it with: make stack-down"
     )
+    sink.stop()
     return 0
+
+
+Timeline = list[tuple[datetime, str, str]]
+
+
+def tell(state: StackState, sink: WebhookSink) -> Timeline:
+    """Run the incident on `state`'s stack; the timeline of what happened, each step checked."""
+    api = config.new_client_from_config(config_file=state.kubeconfig)
+    apps = client.AppsV1Api(api)
+    ui = _ui(state)
+    story: Timeline = []
+
+    def step(what: str, link: str = "", at: datetime | None = None) -> None:
+        story.append((at or datetime.now(UTC), what, link))
+        _say(what)
+
+    _deploy(api, f"{IMAGE}:{GOOD}")
+    _wait_rolled_out(apps)
+    _wait_error_ratio(state, lambda r: r < 0.01, "be calm")
+    step(f"rag-api {GOOD} serving in {NAMESPACE}, error ratio 0 %")
+    tag = f"rollback-target:{NAMESPACE}/rag-api"
+    before = {r.id for r in _runs(FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))}
+    apps.patch_namespaced_deployment(
+        "rag-api", NAMESPACE, _template_patch(f"{IMAGE}:{BAD}", f"release {BAD}")
+    )
+    step(f"released the bad {BAD}")
+    ratio = _wait_error_ratio(state, lambda r: r > 0.15, "reach the bad release's level")
+    step(f"error ratio {ratio:.0%} in Prometheus (critical > 5 %)")
+
+    alert = _wait(lambda: _firing(state), 90, "the RollbackHighErrorRate alert to fire")
+    step(
+        "Prometheus fired RollbackHighErrorRate; Alertmanager posts it to the receiver",
+        f"{state.alertmanager_url}/#/alerts",
+        datetime.fromisoformat(alert["startsAt"].replace("Z", "+00:00")),
+    )
+    [guarded] = _wait(
+        lambda: [
+            r for r in _runs(FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+            if r.id not in before
+        ],
+        60,
+        "the alert's guarded-rollback run",
+    )  # fmt: skip
+    step(f"guarded-rollback run {guarded.name} created by the receiver", _link(ui, guarded.id))
+    guarded = _final(guarded.id, 180)
+    rollback = _wait(
+        lambda: _runs(FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[guarded.id]))),
+        10,
+        "the rollback run",
+    )[0]  # fmt: skip
+    step(
+        f"kubernetes-rollback run {rollback.name} started",
+        _link(ui, rollback.id),
+        rollback.start_time,
+    )
+    if not (guarded.state and guarded.state.is_completed() and rollback.state):
+        raise SystemExit(f"the alert's run ended {guarded.state_name}: {_message(guarded)}")
+    if not rollback.state.is_completed():
+        raise SystemExit(f"the rollback ended {rollback.state_name}: {_message(rollback)}")
+    image = apps.read_namespaced_deployment("rag-api", NAMESPACE).spec.template.spec.containers[0]
+    verified = _artifact_time(rollback.id, "verify-rollback-rag-api")
+    step(f"rolled back: rag-api runs {image.image}; verification checklist passed", "", verified)
+    notice = sink.wait_for(lambda d: "Rollback Initiated" in d.body["text"], 30)
+    step("🚨 incident start notice received", "", _at(notice.received_at))
+
+    monitor = _wait(
+        lambda: [
+            r for r in _runs(FlowRunFilter())
+            if r.idempotency_key == f"post-rollback-monitor:{rollback.id}"
+        ],
+        30,
+        "the post-rollback monitor run",
+    )[0]  # fmt: skip
+    step(f"post-rollback monitor {monitor.name} watching (1 minute)", _link(ui, monitor.id))
+    monitor = _final(monitor.id, 180)
+    if not (monitor.state and monitor.state.is_completed()):
+        raise SystemExit(f"the monitor ended {monitor.state_name}: {_message(monitor)}")
+    step("monitor verdict: recovered", "", monitor.end_time)
+    resolved = sink.wait_for(lambda d: "RESOLVED" in d.body["text"], 30)
+    step("✅ resolution notice received", "", _at(resolved.received_at))
+    reviewed = _artifact_time(monitor.id, "post-incident-review-rag-api")
+    if reviewed is None:
+        raise SystemExit("the monitor wrote no post-incident review")
+    step(
+        "post-incident review written (the monitor run's Artifacts tab)",
+        _link(ui, monitor.id),
+        reviewed,
+    )
+    return sorted(story, key=lambda s: s[0])
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _runs(flow_filter: FlowRunFilter) -> list[FlowRun]:
+    with get_client(sync_client=True) as c:
+        return list(c.read_flow_runs(flow_run_filter=flow_filter))
+
+
+def _final(run_id: UUID, timeout: float) -> FlowRun:
+    def done() -> FlowRun | None:
+        with get_client(sync_client=True) as c:
+            run = c.read_flow_run(run_id)
+        return run if run.state is not None and run.state.is_final() else None
+
+    return _wait(done, timeout, f"flow run {run_id} to end")
+
+
+def _artifact_time(run_id: UUID, key: str) -> datetime | None:
+    with get_client(sync_client=True) as c:
+        artifacts = c.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    times = [a.created for a in artifacts if a.key == key and a.created]
+    return max(times) if times else None
+
+
+def _message(run: FlowRun) -> str:
+    return run.state.message or "" if run.state else ""
+
+
+def _firing(state: StackState) -> dict[str, Any] | None:
+    alerts = httpx.get(f"{state.alertmanager_url}/api/v2/alerts", timeout=5).json()
+    return next(
+        (
+            a for a in alerts
+            if a["labels"].get("alertname") == "RollbackHighErrorRate"
+            and a["labels"].get("namespace") == NAMESPACE
+            and a["status"]["state"] == "active"
+        ),
+        None,
+    )  # fmt: skip
+
+
+def _wait(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise SystemExit(f"demo: waited {timeout:.0f}s for {what}; it did not happen")
+
+
+def _ui(state: StackState) -> str:
+    return state.prefect_api_url.removesuffix("/api") if state.prefect_api_url else ""
+
+
+def _link(ui: str, run_id: UUID) -> str:
+    return f"{ui}/runs/flow-run/{run_id}"
 
 
 def _deploy(api: client.ApiClient, image: str) -> None:
@@ -129,35 +292,31 @@ def _template_patch(image: str, cause: str) -> dict[str, Any]:
 
 
 def _wait_rolled_out(apps: client.AppsV1Api, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def done() -> bool:
         dep = apps.read_namespaced_deployment("rag-api", NAMESPACE)
         s = dep.status
-        if (
+        return bool(
             (s.observed_generation or 0) >= dep.metadata.generation
             and s.updated_replicas == dep.spec.replicas
             and s.available_replicas == dep.spec.replicas
             and (s.replicas or 0) == dep.spec.replicas
-        ):
-            return
-        time.sleep(0.2)
-    raise SystemExit("rag-api did not roll out within 120s")
+        )
+
+    _wait(done, timeout, "rag-api to roll out")
 
 
 def _wait_error_ratio(state: StackState, done: Any, what: str, timeout: float = 90) -> float:
     _say(f"waiting for the error ratio in Prometheus to {what}")
     query = error_ratio_expr("15s")
-    deadline = time.monotonic() + timeout
-    ratio = float("nan")
-    while time.monotonic() < deadline:
+
+    def check() -> float | None:
         body = httpx.get(f"{state.prometheus_url}/api/v1/query", params={"query": query}).json()
         result = body["data"]["result"]
-        if result:
-            ratio = float(result[0]["value"][1])
-            if done(ratio):
-                return ratio
-        time.sleep(1)
-    raise SystemExit(f"the error ratio did not {what} within {timeout:.0f}s (last {ratio})")
+        ratio = float(result[0]["value"][1]) if result else None
+        return ratio if ratio is not None and done(ratio) else None
+
+    value = _wait(lambda: (v,) if (v := check()) is not None else None, timeout, what)
+    return value[0]
 
 
 def _say(message: str) -> None:

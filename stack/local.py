@@ -3,7 +3,8 @@
 A stack has a name; its state (ports, pids, kubeconfig, logs, data) lives in
 `.stack/<name>/`. `up` starts, in order: the Kubernetes cluster (kwokctl), the rag-api
 simulator following the `rag-api` Deployment of one namespace, Alertmanager, Prometheus
-(after an optional backfill) and, if asked, a Prefect server. A failure at any step tears down
+(after an optional backfill) and, if asked, a Prefect server with its worker and the alert
+receiver (Alertmanager then delivers to it, with a bearer token). A failure at any step tears down
 what was started and names the step. `up` on a running stack reuses it; a stack left
 half-started by a crash is torn down and started again.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import secrets
 import shutil
 import sys
 import tempfile
@@ -106,7 +108,13 @@ class LocalStack:
         prefect: bool = False,
         prefect_ui: bool = False,
         backfill: str | None = None,
+        receiver: bool = False,
     ) -> None:
+        if receiver and (not prefect or webhook_url):
+            raise StackError("the alert receiver needs the Prefect server and no other webhook")
+        self.receiver = receiver
+        if receiver:
+            webhook_url = f"http://127.0.0.1:{ports.receiver}/alerts"
         self.name = name
         self.ports = ports
         self.simulator_namespace = simulator_namespace
@@ -187,6 +195,11 @@ class LocalStack:
                 state.pids["worker"] = self._step(
                     "Prefect worker", lambda: self._start_worker(state)
                 )
+            if self.receiver:
+                self._save(state)
+                state.pids["receiver"] = self._step(
+                    "alert receiver", lambda: self._start_receiver(state)
+                )
             state.complete = True
             self._save(state)
         except BaseException:
@@ -225,6 +238,8 @@ class LocalStack:
         if self.prefect:
             wanted["the Prefect server"] = self.ports.prefect
             wanted["PostgreSQL"] = self.ports.postgres
+        if self.receiver:
+            wanted["the alert receiver"] = self.ports.receiver
         for what, port in wanted.items():
             ensure_port_free(port, what)
 
@@ -260,7 +275,9 @@ class LocalStack:
     def _start_alertmanager(self) -> int:
         config_dir = self.dir / "alertmanager"
         config = prometheus.render_alertmanager_config(
-            config_dir, webhook_url=self.webhook_url or NO_WEBHOOK
+            config_dir,
+            webhook_url=self.webhook_url or NO_WEBHOOK,
+            bearer_token_file=self._receiver_token() if self.receiver else None,
         )
         return prometheus.start_alertmanager(
             config,
@@ -309,6 +326,35 @@ class LocalStack:
         api_url, home = self._prefect_at(state)
         env = {k: v for k, v in state.env().items() if k != "PREFECT_API_URL"}
         return start_worker(api_url, home, env, self.dir / "logs" / "worker.log")
+
+    def _receiver_token(self) -> Path:
+        """The bearer token Alertmanager sends the receiver, in a file only its owner reads."""
+        path = self.dir / "alertmanager" / "receiver-token"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path
+
+    def _start_receiver(self, state: StackState) -> int:
+        """Save the token as the Secret block the routes name, then serve the receiver."""
+        from prefect.blocks.system import Secret
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from pydantic import SecretStr
+
+        from receiver.config import load_config
+
+        api_url, _ = self._prefect_at(state)
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            Secret(value=SecretStr(self._receiver_token().read_text())).save(
+                load_config().token_secret, overwrite=True
+            )
+        log = self.dir / "logs" / "receiver.log"
+        argv = [sys.executable, "-m", "receiver", "--port", str(self.ports.receiver)]
+        pid = start("alert receiver", argv, log, env=state.env())
+        url = f"http://127.0.0.1:{self.ports.receiver}/health"
+        wait_until("the alert receiver", http_ok(url), 30, pid=pid, log_path=log)
+        return pid
 
     def _save(self, state: StackState) -> None:
         self.state_file.write_text(json.dumps(asdict(state), indent=2))

@@ -145,12 +145,21 @@ def render_alertmanager_config(
     group_wait: str = "1s",
     group_interval: str = "1s",
     repeat_interval: str = "4h",
+    bearer_token_file: Path | None = None,
 ) -> Path:
-    """Write `alertmanager.yml`: every alert to `webhook_url`, resolved ones too."""
+    """Write `alertmanager.yml`: every alert to `webhook_url`, resolved ones too; with the
+    bearer token in `bearer_token_file` when given (as the receiver requires)."""
+    http_config = (
+        "\n        http_config:\n          authorization:\n            type: Bearer\n"
+        f"            credentials_file: {_yaml_string(str(bearer_token_file))}"
+        if bearer_token_file
+        else ""
+    )
     return _render(
         "alertmanager.yml",
         directory,
         webhook_url=_yaml_string(webhook_url),
+        http_config=http_config,
         group_wait=group_wait,
         group_interval=group_interval,
         repeat_interval=repeat_interval,
