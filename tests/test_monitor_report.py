@@ -4,7 +4,9 @@ the escalation text, compared whole with the reviewed text in tests/golden/."""
 
 from __future__ import annotations
 
+import itertools
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from playbook.monitor_report import (
     _table_rows,
     error_patterns,
 )
-from playbook.recovery import RecoveryPolicy, Verdict, recovery_levels
+from playbook.recovery import RecoveryLevels, RecoveryPolicy, Verdict, recovery_levels
 from playbook.thresholds import DEFAULT_MATRIX_FILE, load_decision_matrix
 
 GOLDEN = Path(__file__).with_name("golden")
@@ -146,3 +148,113 @@ def test_a_chart_marks_its_levels_and_shows_no_data_at_the_bottom() -> None:
     assert chart == (GOLDEN / "chart-small.txt").read_text()
     wide = text_chart("wide", [], [float(i % 7) for i in range(100)], [], str, width=10, height=3)
     assert wide.splitlines()[1] == "      6.0 |##########|"
+
+
+AVAILABILITY = MATRIX.indicator("availability")
+
+
+def edge_run() -> MonitorReport:
+    """Stopped early, logs unreadable; charts whose worse level sits exactly at the edge of
+    the range shown, beyond it, or where the series is flat."""
+    outcomes = (
+        # flat at 300 ms: the range is the value itself; 1 s is too far to mark
+        (P99, RecoveryLevels(None, 0.3, 0.3, 0.3, 1.0, True), [0.3, 0.3, 0.3]),
+        # 100-300 ms, back at 200 ms: worse at exactly 300 + 200 ms is marked
+        (P99, RecoveryLevels(0.1, 0.3, 0.2, 0.2, 0.5, True), [0.1, 0.3, 0.2]),
+        # all zero: a range of 1, so worse at 1.5 is too far
+        (ERRORS, RecoveryLevels(0.0, 0.0, 0.0, 0.0, 1.5, True), [0.0, 0.0, 0.0]),
+        # availability 50-100 %, back at 75 %: worse at exactly 50 - 50 % is marked
+        (AVAILABILITY, RecoveryLevels(1.0, 0.5, 0.75, 0.75, 0.0, False), [0.5, 1.0, 0.75]),
+        # availability 99-100 %: worse at 99 % is marked below the data
+        (AVAILABILITY, RecoveryLevels(1.0, 0.99, 0.995, 0.995, 0.99, False), [0.99, 1.0, 1.0]),
+    )
+    names = [f"i{n}" for n in range(len(outcomes))]
+    indicators = [
+        ind.model_copy(update={"name": name})
+        for name, (ind, _, _) in zip(names, outcomes, strict=True)
+    ]
+    evaluations = tuple(
+        Evaluation(
+            T0 + timedelta(minutes=m),
+            tuple((name, series[m]) for name, (_, _, series) in zip(names, outcomes, strict=True)),
+            tuple((name, Verdict.WORSE if m == 2 else Verdict.NOT_RECOVERING) for name in names),
+            Verdict.WORSE if m == 2 else Verdict.NOT_RECOVERING,
+        )
+        for m in range(3)
+    )
+    return MonitorReport(
+        service="rag-api",
+        namespace="production",
+        since=T0,
+        until=T0 + timedelta(minutes=30),
+        evaluations=evaluations,
+        outcomes=tuple(
+            IndicatorOutcome(ind, levels, Verdict.WORSE, series[-1], 0.0, T0 + timedelta(minutes=2))
+            for ind, (_, levels, series) in zip(indicators, outcomes, strict=True)
+        ),
+        verdict=Verdict.WORSE,
+        stopped_early=True,
+        queries=15,
+        logs=LogFindings(False, unavailable_reason="logs are not served by simulated nodes"),
+    )
+
+
+def test_a_run_stopped_early_marks_only_the_levels_near_its_data() -> None:
+    report = edge_run()
+    assert report.to_markdown() == (GOLDEN / "monitor-stopped-early.md").read_text()
+    assert report.escalation_text().splitlines()[4] == "Verdict: WORSE (stopped early)"
+
+
+def test_the_escalation_shows_three_patterns_cut_at_120_characters() -> None:
+    report = run(2, recovered=False)
+    patterns = tuple((f"{c}" * 130, 5 - i) for i, c in enumerate("abcd"))
+    text = replace(report, logs=LogFindings(True, patterns)).escalation_text()
+    assert (
+        "New error patterns in logs: 4\n  5 x " + "a" * 120 + "\n  4 x " + "b" * 120 + "\n  3 x "
+        in text
+    )
+    assert "d" * 120 not in text
+    many = replace(report, logs=LogFindings(True, tuple((f"p{i}", 1) for i in range(40))))
+    markdown = many.to_markdown()
+    assert "| 1 | `p29` |" in markdown and "`p30`" not in markdown
+    clean = replace(report, logs=LogFindings(True, ()))
+    assert clean.to_markdown().endswith(
+        "## Error patterns in the logs since the rollback\n\nNone.\n"
+    )
+
+
+def test_the_decay_table_keeps_the_first_row_and_even_spacing_when_changes_are_many() -> None:
+    report = run(MAX_TABLE_ROWS + 140, recovered=True)  # a change at row 1, spacing every 3-4 rows
+    rows = _table_rows(report.evaluations)
+    kept = sorted(report.evaluations.index(ev) for ev in rows)
+    assert 1 in kept
+    assert max(b - a for a, b in itertools.pairwise(kept)) <= 4
+    # exactly as many rows as the table holds are changes and ends: no spacing needed
+    alternating = [
+        replace(
+            ev,
+            verdicts=(
+                ("error_rate", Verdict.RECOVERING if i % 2 else Verdict.RECOVERED),
+                ev.verdicts[1],
+            ),
+        )
+        if i < MAX_TABLE_ROWS - 1
+        else ev
+        for i, ev in enumerate(run(MAX_TABLE_ROWS + 40, recovered=False).evaluations)
+    ]
+    rows = _table_rows(tuple(alternating))
+    assert len(rows) == MAX_TABLE_ROWS and rows[0] is alternating[0]
+    # more changes than rows: the first row still leads
+    flipping = [
+        replace(
+            ev,
+            verdicts=(
+                ("error_rate", Verdict.RECOVERING if i % 2 else Verdict.RECOVERED),
+                ev.verdicts[1],
+            ),
+        )
+        for i, ev in enumerate(run(MAX_TABLE_ROWS + 40, recovered=False).evaluations)
+    ]
+    assert _table_rows(tuple(flipping))[0] is flipping[0]
+    exact = run(MAX_TABLE_ROWS, recovered=True)
+    assert "rows: every verdict change" not in exact.to_markdown()

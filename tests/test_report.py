@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from playbook.checks import Checklist, CheckResult, Status
 from playbook.report import RollbackReport, Stopwatch, unready_pods
 from playbook.results import EventRecord, LogScan
 from playbook.rollout import PodState
+
+GOLDEN = Path(__file__).with_name("golden")
 
 
 def pod(name: str, ready: bool, waiting: tuple[str, ...] = (), deleting: bool = False) -> PodState:
@@ -134,6 +138,7 @@ def test_the_report_carries_details_the_verification_table_pods_and_log_lines() 
         logs=LogScan(True, tuple(f"line {i}" for i in range(40))),
     )
     text = report.to_markdown()
+    assert text == (GOLDEN / "rollback-report.md").read_text()
     assert "| changed | no (dry run) |" in text
     assert "## Details\n\n- resume Argo CD Application rag-api once Git holds the fix\n" in text
     assert (
