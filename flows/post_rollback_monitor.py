@@ -42,6 +42,7 @@ from playbook.recovery import (
     RecoveryState,
     Verdict,
     baseline_of,
+    counts,
     overall_verdict,
     recovery_levels,
     start,
@@ -238,7 +239,7 @@ def monitor_window(
             at=at,
             values=tuple((n, fetcher.values[n][k]) for n in indicators),
             verdicts=verdicts,
-            verdict=overall_verdict(v for _, v in verdicts),
+            verdict=overall_verdict(v for n, v in verdicts if counts(indicators[n], v)),
         )
         evaluations.append(ev)
         on_evaluation(k + 1, len(grid), ev)
@@ -378,7 +379,7 @@ def post_rollback_monitor(
             until=start_at + duration,
             evaluations=evaluations,
             outcomes=outcomes,
-            verdict=overall_verdict(o.verdict for o in outcomes),
+            verdict=overall_verdict(o.verdict for o in outcomes if counts(o.indicator, o.verdict)),
             stopped_early=stopped_early,
             queries=queries,
             logs=logs,

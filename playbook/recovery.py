@@ -246,6 +246,12 @@ def verdicts(
     return out
 
 
+def counts(indicator: Indicator, verdict: Verdict) -> bool:
+    """Whether an indicator's verdict decides the service's: an optional indicator without
+    data (user complaints where the service exports none) is shown, never counted."""
+    return indicator.required or verdict is not Verdict.NO_DATA
+
+
 def overall_verdict(verdicts_by_indicator: Iterable[Verdict]) -> Verdict:
     """The service's verdict: worse, else no data, else not recovering (stalled or not),
     else recovering."""

@@ -144,7 +144,7 @@ def test_clean_decay_is_recovered_without_escalation(
     report: MonitorReport = state.result()
     assert report.verdict is Verdict.RECOVERED
     assert len(report.evaluations) == 30
-    assert report.queries == 6  # baseline, level at rollback and one range query per indicator
+    assert report.queries == 9  # baseline, level at rollback and one range query per indicator
     assert seconds < 30
     values = [dict(ev.values) for ev in report.evaluations]
     assert values[0]["error_rate"] == pytest.approx(0.04, abs=1e-3)
@@ -164,6 +164,8 @@ def test_clean_decay_is_recovered_without_escalation(
     assert [(row["indicator"], row["verdict"]) for row in table] == [
         ("Error Rate", "recovered"),
         ("P99 Latency", "recovered"),
+        # the service exports no complaints metric: said, and not counted against it
+        ("User Complaints", "no data"),
     ]
     assert run.one("progress").data == 100.0
     [sent] = alert_sink.received(monitored)  # the resolution, no escalation
@@ -183,6 +185,7 @@ def test_errors_recover_but_p99_above_one_second_escalates(
     assert [(row["indicator"], row["verdict"]) for row in table] == [
         ("Error Rate", "recovered"),
         ("P99 Latency", "not recovering"),
+        ("User Complaints", "no data"),
     ]
     [sent] = alert_sink.received(monitored)
     text = sent.body["text"]
@@ -231,7 +234,7 @@ def test_missing_metrics_are_no_data_and_escalate(
     run = read_flow_run(state)
     assert run.state == "FAILED"
     table = json.loads(run.one("table").data)
-    assert {row["verdict"] for row in table} == {"no data"}
+    assert {row["verdict"] for row in table} == {"no data"}  # required ones too: escalates
     assert {row["latest"] for row in table} == {"no data"}
     [sent] = alert_sink.received(monitored)
     assert "Verdict: NO DATA" in sent.body["text"]
