@@ -261,9 +261,16 @@ def wait_verify_and_report(
             done.pods or _pods_for_evidence(cfg),
             [f"Kubernetes API: {exc}"] if isinstance(exc, TransientError) else [],
         )
+        diagnosis = diagnose(cfg)
+        done = replace(done, details=(*done.details, f"diagnosis: {diagnosis}"))
         told = tell(
             "rollback-failed",
-            {**_notice_values(cfg, done, trigger), "failure": str(exc), "changed": changed},
+            {
+                **_notice_values(cfg, done, trigger),
+                "failure": str(exc),
+                "changed": changed,
+                "diagnosis": diagnosis,
+            },
             Cause(breached, evidence),
             trigger,
         )
@@ -376,6 +383,19 @@ def _impact(cfg: ServiceConfig, report: RollbackReport) -> str:
         f"rolling update of the pods of {cfg.namespace}/{cfg.deployment}; they keep serving "
         "while the old version's pods are replaced"
     )
+
+
+def diagnose(cfg: ServiceConfig) -> str:
+    """After a failed rollback: the playbook's troubleshooting, read-only, as a subflow run
+    with its own report; one line naming what it found and where the report is."""
+    from flows.diagnose_rollback import diagnose_rollback  # here: it imports this module
+
+    state = diagnose_rollback(cfg.name, environment=cfg.environment, return_state=True)
+    run = state.state_details.flow_run_id
+    where = f"report in diagnose-rollback run {run_link(str(run))}" if run else ""
+    if not state.is_completed():
+        return f"the diagnosis itself failed: {state.message}; {where}"
+    return f"{state.result().summary()}; {where}"
 
 
 def _pods_for_evidence(cfg: ServiceConfig) -> tuple[PodState, ...]:

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
+from uuid import UUID
 
 import pytest
 from cluster import REPOSITORY, build_history, eventually, snapshot, use_services
+from flow_runs import read_flow_run_id
 from kubernetes import client
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -247,6 +249,15 @@ def test_a_rollback_into_an_image_that_cannot_be_pulled_tells_the_platform_team(
         mentioned["@platform"],
     )
     assert "@platform" not in cc(texts[0])  # at the start nothing pointed at the platform
+    # the playbook's troubleshooting ran by itself, as its own run with its report
+    diagnosis = fields(failed)["Diagnosis"]
+    assert re.match(r"\d of the playbook's 4 known problems found: .*Image pull errors", diagnosis)
+    run_id = diagnosis.rsplit("/", 1)[-1]
+    record = read_flow_run_id(UUID(run_id))
+    assert record.state == "COMPLETED"
+    assert "ErrImagePull" in str(record.keyed("diagnose-rollback-rag-api").data) or (
+        "ImagePullBackOff" in str(record.keyed("diagnose-rollback-rag-api").data)
+    )
 
 
 @pytest.fixture
