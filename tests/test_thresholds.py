@@ -176,7 +176,8 @@ def test_shipped_post_rollback_settings_match_the_playbook() -> None:
     settings = load_post_rollback(MATRIX)
     assert settings.verification.min_pods == 3
     assert settings.verification.indicators == {"error_rate": 0.01, "p99_latency": 0.3}
-    assert set(settings.monitor.indicators) == {"error_rate", "p99_latency"}
+    # the playbook's short-term list: error rate, latency, user reports decreasing
+    assert set(settings.monitor.indicators) == {"error_rate", "p99_latency", "user_complaints"}
 
 
 def test_post_rollback_settings_must_name_known_indicators() -> None:
