@@ -452,3 +452,66 @@ def test_the_remedy_patch_is_kubectl_rollout_restart() -> None:
             }
         }
     }
+
+
+def misrouted() -> str:
+    """The traffic check alone, for Services that route nowhere or elsewhere: no selector, a
+    selector matching only another workload's pods, no EndpointSlice, no ready endpoint, and a
+    canary the VirtualService no longer reaches."""
+    work = workload(deployment(f"{REPO}:v1.2.3", complete=True), REPLICASETS[:1])
+    ours = pod("rag-api-new-a", f"{REPO}:v1.2.3", "rag-api-new")
+    legacy = pod("legacy-x", f"{REPO}:v1.1.0", "legacy-7f")
+
+    def service(selector: dict[str, str] | None) -> Any:
+        spec: dict[str, Any] = {"clusterIP": "10.96.0.10", "ports": []}
+        if selector is not None:
+            spec["selector"] = selector
+        return service_facts({"metadata": {"name": "rag-api"}, "spec": spec})
+
+    stable_only = virtual_service_state(
+        {
+            "metadata": {"name": "rag-api"},
+            "spec": {
+                "http": [{"route": [{"destination": {"host": "rag-api", "subset": "stable"}}]}]
+            },
+        }
+    )
+    not_ready = slice_("rag-api-x", ("10.0.0.4", "rag-api-new-a", {"ready": False}))
+    cases = {
+        "no selector": diagnose_traffic(
+            work, "rag-api", "rag-api", service(None), (ours,), (), (), CANARY, stable_only
+        ),
+        "another workload's pods only": diagnose_traffic(
+            work,
+            "rag-api",
+            "rag-api",
+            service({"app": "rag-api"}),
+            (ours,),
+            (legacy,),
+            (),
+            None,
+            "",
+        ),
+        "no pod at all": diagnose_traffic(
+            work,
+            "rag-api",
+            "rag-api",
+            service({"app": "other"}),
+            (ours,),
+            (),
+            (not_ready,),
+            None,
+            "",
+        ),
+    }
+    parts = []
+    for name, report in cases.items():
+        lines = [f"## {name}: {'FOUND' if report.found else 'not found'}", ""]
+        lines += [f"- {f.looked_at} | {f.found} | {f.verdict.value}" for f in report.findings]
+        lines += [f"* {step}" for step in report.what_to_do]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def test_services_that_route_nowhere_or_elsewhere_read_as_the_reviewed_findings() -> None:
+    assert misrouted() == (GOLDEN / "diagnosis-traffic-misrouted.md").read_text()
