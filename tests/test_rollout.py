@@ -17,6 +17,7 @@ from playbook.rollout import (
     Revision,
     RolloutStatus,
     describe_waiting,
+    owned_replicasets,
     parse_image,
     plan_undo,
     pod_state,
@@ -566,3 +567,52 @@ def test_status_names_the_containers_when_one_is_unknown() -> None:
         match=r"^Deployment production/rag-api has no container 'api' \(its containers: rag-api, sidecar\)$",
     ):
         rollout_status(d).image_of("api")
+
+
+def test_objects_without_metadata_or_spec_own_nothing_and_plan_nothing() -> None:
+    owned_rs = replicaset("a:1", 1, "aaa")
+    assert owned_replicasets({}, [owned_rs]) == []
+    assert owned_replicasets({"metadata": {"uid": UID}}, [{}]) == []
+    with pytest.raises(RevisionNotFoundError, match=r"Deployment None has 0 revision\(s\)"):
+        plan_undo({}, [owned_rs])
+    bare_rs = {"metadata": {**owned_rs["metadata"]}}  # no spec: an empty template
+    plan = plan_undo({"metadata": {"uid": UID}}, [bare_rs], to_revision=1)
+    assert (plan.namespace, plan.name, plan.already_current, plan.patch) == ("", "", True, ())
+    assert revision_history(deployment("x", 1), [bare_rs])[0].images == ()
+
+
+def test_two_revisions_are_enough_to_undo_and_duplicated_numbers_do_not_crash() -> None:
+    d = deployment("ghcr.io/acme/rag-api:v1.2.3", 2)
+    plan = plan_undo(d, HISTORY[:2])
+    assert plan.target.number == 1
+    assert plan.patch == (
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "1234"},
+        {
+            "op": "replace",
+            "path": "/spec/template",
+            "value": template("ghcr.io/acme/rag-api:v1.2.2"),
+        },
+        {
+            "op": "replace",
+            "path": "/metadata/annotations",
+            "value": {
+                REVISION_ANNOTATION: "2",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                CHANGE_CAUSE_ANNOTATION: "release v1.2.2",
+            },
+        },
+    )
+    twin = replicaset("ghcr.io/acme/rag-api:v1.2.1", 1, "ttt")
+    assert plan_undo(d, [*HISTORY[:2], twin]).target.number == 1
+
+
+def test_only_the_last_path_segment_of_an_image_can_carry_a_tag() -> None:
+    assert parse_image("registry/ns:odd/image").tag is None
+    assert parse_image("registry:5000/ns/image:v1").repository == "registry:5000/ns/image"
+
+
+def test_several_containers_are_listed_in_the_undo_summary() -> None:
+    rs = replicaset("a:1", 1, "aaa")
+    rs["spec"]["template"]["spec"]["containers"].append({"name": "side", "image": "s:1"})
+    plan = plan_undo(deployment("b:2", 2), [rs, replicaset("b:2", 2, "bbb")])
+    assert plan.summary.endswith("to revision 1 (rag-api=a:1, side=s:1)")

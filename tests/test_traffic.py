@@ -303,3 +303,29 @@ def test_stable_violations_say_what_is_wrong_with_each_route() -> None:
     ) == ["http[0] (x) does not send 100% to rag-api/stable: rag-api/v0=10%, rag-api/canary=10%"]
     # a zero-weight entry to another destination is no traffic to it
     assert stable_violations([{"route": [dest("stable", 100), dest("canary", 0)]}], STABLE) == []
+
+
+def test_a_canary_route_before_a_matched_route_that_mirrors_is_rewritten_not_removed() -> None:
+    mirroring = {**HEADER_ROUTE, "mirror": {"host": "rag-api", "subset": "canary"}}
+    plan = plan_canary_removal(vs(CANARY_ROUTE, mirroring), CANARY, STABLE)
+    assert [c.action for c in plan.changes] == ["route-all-to-stable", "drop-canary-mirror"]
+
+
+def test_a_plan_that_would_leave_traffic_elsewhere_is_refused_naming_the_route() -> None:
+    other = {"name": "legacy", "route": [dest("v0")]}
+    shadow = {"route": [dest("stable", 100)], "mirror": {"host": "rag-api", "subset": "v0"}}
+    with pytest.raises(UnsafePatchError) as refused:
+        plan_canary_removal(vs(CANARY_ROUTE, other, shadow), CANARY, STABLE)
+    # a mirror to another destination than the canary is no problem of the canary's removal
+    assert str(refused.value) == (
+        "taking the canary out would leave traffic unsafe: http[0] (legacy) does not send 100% "
+        "to rag-api/stable: rag-api/v0=100%"
+    )
+    two = {"name": "old", "route": [dest("v1")]}
+    with pytest.raises(UnsafePatchError, match=r"v0=100%; http\[1\] \(old\) does not send"):
+        plan_canary_removal(vs(CANARY_ROUTE, other, two), CANARY, STABLE)
+    assert (
+        str(virtual_service_state(vs(other)).routes[0])
+        == "http[0] legacy (default) -> rag-api/v0 100%"
+    )
+    assert str(HttpRoute(0, None, True, (("h", None, 100),))) == "http[0] (match) -> h/- 100%"
