@@ -122,7 +122,7 @@ def _restart(
         " (dry run)" if dry_run else ""
     )
     try:
-        with one_rollback_at_a_time(cfg, "diagnose-rollback restart", dry_run):
+        with one_rollback_at_a_time(cfg, "diagnose-rollback restart", dry_run, verified=False):
             result = restart_deployment(ns, name, at, dry_run)
             if dry_run:
                 return RemedyOutcome(

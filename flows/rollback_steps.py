@@ -44,23 +44,34 @@ from tasks.kubernetes import (
     read_recent_events,
 )
 from tasks.prefect_runs import run_link
+from tasks.probes import probe_urls
 
 
 @contextlib.contextmanager
-def one_rollback_at_a_time(cfg: ServiceConfig, what: str, dry_run: bool) -> Iterator[None]:
+def one_rollback_at_a_time(
+    cfg: ServiceConfig, what: str, dry_run: bool, verified: bool = True
+) -> Iterator[None]:
     """Act in the service's environment (its kubeconfig context) and hold the service's lock
     while changing it; refuse at once if another rollback holds it.
 
     A dry run changes nothing and takes no lock. A rollback run inside `guarded_rollback`,
-    which already holds the lock, goes on.
+    which already holds the lock, goes on. A change the playbook's checklist follows
+    (`verified`) needs the service's /health and /version URLs: without them it is refused
+    before anything changes.
 
     Raises:
         RollbackRefusedError: another rollback of the service is in progress (nothing changed).
+        InvalidInputError: the checklist is on and the service has no URLs to probe.
     """
     with kubernetes_context(cfg.kube_context):
         if dry_run:
             yield
             return
+        if (
+            verified
+            and load_post_rollback(load_decision_matrix()).verification.after_rollback.enabled
+        ):
+            probe_urls(cfg)  # the checklist after the change probes these
         name = lock_name(cfg.namespace, cfg.name)
         ensure_service_lock(name)
         with hold_service_lock(name, f"{what} of {cfg.namespace}/{cfg.name}"):

@@ -16,8 +16,9 @@ from kubernetes import client
 from prefect.client.orchestration import get_client
 
 from flows.kubernetes_rollback import kubernetes_rollback
-from playbook.errors import VerificationFailedError
+from playbook.errors import InvalidInputError, VerificationFailedError
 from playbook.post_rollback import POST_ROLLBACK_ENV
+from tasks.probes import SERVICE_URL_ENV
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
 
@@ -127,3 +128,24 @@ def test_a_rollback_into_a_version_that_fails_health_fails_its_run_and_is_still_
     # the rollback run links to the monitor run, which writes the review
     link = record.keyed("post-incident-review-rag-api")
     assert f"/runs/flow-run/{monitors[0].id})" in str(link.data), link.data
+
+
+def test_a_service_the_checklist_cannot_probe_is_refused_before_anything_changes(
+    local_stack: object,
+    kube_api: client.ApiClient,
+    namespace: str,
+    checked: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_services(monkeypatch, tmp_path, namespace)  # no health_url / version_url
+    monkeypatch.delenv(SERVICE_URL_ENV, raising=False)
+    apps = client.AppsV1Api(kube_api)
+    build_history(apps, namespace, ["v1.2.3", "v1.2.4"])
+    before = snapshot(apps, namespace)
+
+    with pytest.raises(InvalidInputError, match="has no health_url/version_url"):
+        kubernetes_rollback("rag-api")
+
+    assert snapshot(apps, namespace) == before
+    assert kubernetes_rollback("rag-api", dry_run=True).dry_run  # a dry run probes nothing
