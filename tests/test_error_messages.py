@@ -50,6 +50,11 @@ def test_messages_name_the_attempt_the_status_and_the_apis_message() -> None:
     # a body that is not a Status is shown as it came, stripped and at most 300 characters
     raw = translate_error(api(500, "  " + "x" * 400 + "  "), "read x")
     assert str(raw) == "read x failed with HTTP 500: " + "x" * 300
+    long_json = '["' + "y" * 400 + '"]'
+    assert (
+        str(translate_error(api(500, long_json), "read x"))
+        == "read x failed with HTTP 500: " + long_json[:300]
+    )
     listed = translate_error(api(500, '["a"]'), "read x")
     assert str(listed) == 'read x failed with HTTP 500: ["a"]'
     # undecodable bytes do not hide the rest of the message
