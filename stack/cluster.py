@@ -122,6 +122,11 @@ class Cluster:
             "--extra-args=kube-apiserver=enable-priority-and-fairness=true",
             "--extra-args=kube-apiserver=max-requests-inflight=400",
             "--extra-args=kube-apiserver=max-mutating-requests-inflight=200",
+            # One controller manager and one scheduler, nobody to restart them: without leader
+            # election they outlive an API server outage (with it, a lease they cannot renew
+            # for 10 s makes them exit, "leaderelection lost", and every rollout stalls).
+            "--extra-args=kube-controller-manager=leader-elect=false",
+            "--extra-args=kube-scheduler=leader-elect=false",
             "--wait=120s",
         )
         if result.returncode != 0:

@@ -165,6 +165,12 @@ def kube_client(
         return _clients[key]
 
 
+def _attempt() -> int:
+    """Which attempt of the current task run this is (1 outside a task run)."""
+    context = TaskRunContext.get()
+    return int(context.task_run.run_count) if context is not None else 1
+
+
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -328,15 +334,27 @@ def undo_deployment(
         force=force,
         window=timedelta(minutes=repeat_guard_minutes),
     )
+    retried = _attempt() > 1
     if resume is not None:
         _log().info(
-            "this flow run already made the change (%s); not undoing again", resume.mark.describe()
+            "this flow run already made the change (%s)%s; not undoing again",
+            resume.mark.describe(),
+            "; the earlier attempt's patch had landed although it reported a failure"
+            if retried
+            else "",
         )
         current = revision_history(
             deployment, [rs for rs in replicasets if rs["metadata"]["name"] == origin.replicaset]
         )[0]
         plan = UndoPlan(namespace, name, resume.mark.from_revision, current, False, ())
         return UndoResult(plan, True, dry_run, generation, generation, rv, resumed=True)
+    if retried and not dry_run:
+        _log().info(
+            "re-read after a failed attempt: Deployment %s/%s carries no change of this flow "
+            "run (a patch it sent did not land); deciding again from the Deployment as it is",
+            namespace,
+            name,
+        )
     plan = plan_undo(deployment, replicasets, to_revision)
     if plan.already_current:
         _log().info(plan.summary)

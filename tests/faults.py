@@ -16,6 +16,7 @@ bench/faults.py.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import re
@@ -23,15 +24,18 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from playbook.provenance import ROLLBACK_MARK_ANNOTATION, RollbackMark, parse_mark
 from stack.config import bin_dir
 from stack.local import StackState
 from stack.prefect_worker import start_worker
@@ -141,6 +145,36 @@ def kubeconfig_through(kubeconfig: str | Path, proxy: Proxy, out: Path) -> Path:
         entry["cluster"]["server"] = f"{scheme}://{proxy.listen}"
     out.write_text(yaml.safe_dump(cfg))
     return out
+
+
+# Running a flow while a fault is injected ---------------------------------------------------
+
+
+def in_background(call: Callable[[], Any]) -> Future[Any]:
+    """Run `call` (a flow) in a thread, with this test's Prefect settings, while the test
+    injects the fault."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(contextvars.copy_context().run, call)
+    pool.shutdown(wait=False)
+    return future
+
+
+def wait_for_mark(apps: client.AppsV1Api, namespace: str, timeout: float = 60) -> RollbackMark:
+    """Block until the rollback's patch is in the API server (its mark is on the Deployment)."""
+    w = watch.Watch()
+    for event in w.stream(
+        apps.list_namespaced_deployment,
+        namespace,
+        field_selector="metadata.name=rag-api",
+        timeout_seconds=int(timeout),
+    ):
+        annotations = event["object"].metadata.annotations or {}
+        if ROLLBACK_MARK_ANNOTATION in annotations:
+            w.stop()
+            mark = parse_mark(annotations[ROLLBACK_MARK_ANNOTATION])
+            assert mark is not None
+            return mark
+    raise AssertionError(f"no rollback patch reached the API server within {timeout}s")
 
 
 # API Priority and Fairness: real 429s ---------------------------------------------------------
