@@ -35,7 +35,7 @@ from playbook.monitor_report import (
     IndicatorOutcome,
     LogFindings,
     MonitorReport,
-    error_patterns,
+    new_error_patterns,
 )
 from playbook.post_rollback import MonitorSettings, load_post_rollback
 from playbook.recovery import (
@@ -58,8 +58,11 @@ from tasks.prometheus import (
     resolve_prometheus_url,
     single_series,
 )
+from tasks.workloads import read_revision_created
 
 MAX_EVALUATIONS = 10_000
+LOG_TAIL_LINES = 5000
+"""Lines per pod read for the log patterns: enough to reach back before the release."""
 
 
 class Clock(Protocol):
@@ -157,7 +160,11 @@ def _at(
     return read_value(url, query, at, matrix.prometheus)
 
 
-def _scan_logs(cfg: ServiceConfig, since: datetime, now: datetime) -> LogFindings:
+def _scan_logs(
+    cfg: ServiceConfig, since: datetime, now: datetime, released_at: datetime, lookback: timedelta
+) -> LogFindings:
+    """Error patterns in the pods' logs since the rollback that were not there before the bad
+    release (`lookback` before it)."""
     try:
         status = read_deployment_status(cfg.namespace, cfg.deployment)
         scan = read_error_logs(
@@ -165,14 +172,26 @@ def _scan_logs(cfg: ServiceConfig, since: datetime, now: datetime) -> LogFinding
             status.label_selector,
             cfg.container,
             cfg.logs.error_pattern,
-            cfg.logs.tail_lines,
-            since_seconds=max(1, int((now - since).total_seconds())),
+            max(cfg.logs.tail_lines, LOG_TAIL_LINES),
+            since_seconds=max(1, int((now - released_at + lookback).total_seconds())),
         )
     except RollbackError as exc:
         return LogFindings(False, (), str(exc))
     if not scan.available:
         return LogFindings(False, (), scan.unavailable_reason)
-    return LogFindings(True, error_patterns(scan.lines))
+    patterns, baseline = new_error_patterns(scan.lines, released_at, since)
+    return LogFindings(True, patterns, baseline=baseline)
+
+
+def _released_at(cfg: ServiceConfig, bad_revision: int | None) -> datetime | None:
+    """When the bad revision was released (its ReplicaSet's creation), if it can be read."""
+    if bad_revision is None:
+        return None
+    try:
+        created = read_revision_created(cfg.namespace, cfg.deployment, bad_revision)
+    except RollbackError:
+        return None
+    return datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None
 
 
 class _Progress:
@@ -367,8 +386,19 @@ def post_rollback_monitor(
         except RollbackError as exc:  # e.g. Prometheus unreachable after retries: nobody watches
             tell_monitoring_failed(cfg, exc, trigger)
             raise
+        released_at = (
+            _released_at(cfg, bad_revision)
+            or incident_start
+            or start_at - timedelta(minutes=settings.incident_lead_minutes)
+        )
         logs = (
-            _scan_logs(cfg, start_at, clock.now())
+            _scan_logs(
+                cfg,
+                start_at,
+                clock.now(),
+                released_at,
+                timedelta(minutes=settings.baseline_minutes),
+            )
             if scan_logs
             else LogFindings(False, (), "not scanned")
         )

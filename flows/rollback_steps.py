@@ -294,7 +294,8 @@ def wait_verify_and_report(
 
     try:
         settled = settle()
-        rolled_out_at = datetime.now(UTC).replace(microsecond=0)
+        # whole seconds (the monitor's grid), rounded up: the rollout had finished by then
+        rolled_out_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
         with watch.step("verify pods"):
             pods, events, logs = verify_pods(cfg, settled.status)
     except RollbackError as exc:

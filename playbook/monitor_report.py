@@ -57,6 +57,9 @@ class LogFindings:
     available: bool
     patterns: tuple[tuple[str, int], ...] = ()
     unavailable_reason: str | None = None
+    baseline: str | None = None
+    """What `patterns` were compared with: how many patterns were already in the logs before
+    the bad release (left out: they are not new), or why nothing from then was readable."""
 
 
 _NOISE = [
@@ -66,6 +69,50 @@ _NOISE = [
     (re.compile(r"\b0x[0-9a-f]+\b|\b[0-9a-f]{12,}\b", re.I), "<hex>"),
     (re.compile(r"\d+(\.\d+)?"), "<n>"),
 ]
+
+
+_LINE_TIME = re.compile(
+    r"^(?:[a-z0-9-]+: )?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)(Z|[+-]\d\d:\d\d)"
+)
+
+
+def line_time(line: str) -> datetime | None:
+    """When a log line was written: its leading RFC 3339 time (the kubelet's `--timestamps`
+    prefix or the service's own), after the `pod: ` prefix; None without one."""
+    match = _LINE_TIME.match(line)
+    if not match:
+        return None
+    stamp, zone = match.groups()
+    whole, _, fraction = stamp.partition(".")
+    micro = f".{(fraction + '000000')[:6]}" if fraction else ""  # nanoseconds cut to micro
+    return datetime.fromisoformat(f"{whole}{micro}{'+00:00' if zone == 'Z' else zone}")
+
+
+def new_error_patterns(
+    lines: Iterable[str], released_at: datetime, since: datetime
+) -> tuple[tuple[tuple[str, int], ...], str]:
+    """The error patterns of the lines written since `since` (the rollback) that no line
+    written before `released_at` (the bad release) had, and what they were compared with."""
+    before, after = [], []
+    for line in lines:
+        at = line_time(line)
+        if at is None or at >= since:
+            after.append(line)
+        elif at < released_at:
+            before.append(line)
+    known = {p for p, _ in error_patterns(before)}
+    new = tuple((p, n) for p, n in error_patterns(after) if p not in known)
+    if not before:
+        return new, (
+            f"no error lines from before the release at {released_at:%H:%M:%S} UTC were found "
+            "(none were written, or the pods that wrote them are gone): every pattern since the "
+            "rollback is listed"
+        )
+    left_out = len({p for p, _ in error_patterns(after)} & known)
+    return new, (
+        f"{len(known)} pattern(s) were in the logs before the release at "
+        f"{released_at:%H:%M:%S} UTC; {left_out} of them seen again since the rollback, not new"
+    )
 
 
 def error_patterns(lines: Iterable[str]) -> tuple[tuple[str, int], ...]:
@@ -165,6 +212,8 @@ class MonitorReport:
             )
             lines += ["```text", chart, "```", ""]
         lines += ["## Error patterns in the logs since the rollback", ""]
+        if self.logs.baseline:
+            lines += [f"New ones only: {self.logs.baseline}.", ""]
         if not self.logs.available:
             lines.append(f"Logs unavailable: {self.logs.unavailable_reason}")
         elif not self.logs.patterns:

@@ -231,3 +231,15 @@ def read_revision_templates(namespace: str, name: str) -> dict[int, Any]:
         if number is not None:
             templates[number] = (rs.get("spec") or {}).get("template") or {}
     return templates
+
+
+@kubernetes_api_task
+def read_revision_created(namespace: str, name: str, revision: int) -> str | None:
+    """When the Deployment's ReplicaSet of `revision` was created (its release), as the API
+    server wrote it (RFC 3339); None when no ReplicaSet has that revision any more."""
+    deployment = get_deployment(namespace, name)
+    for rs in owned_replicasets(deployment, get_replicasets(namespace, deployment)):
+        if revision_of(rs) == revision:
+            created = (rs.get("metadata") or {}).get("creationTimestamp")
+            return str(created) if created else None
+    return None
