@@ -258,3 +258,21 @@ def test_the_decay_table_keeps_the_first_row_and_even_spacing_when_changes_are_m
     assert _table_rows(tuple(flipping))[0] is flipping[0]
     exact = run(MAX_TABLE_ROWS, recovered=True)
     assert "rows: every verdict change" not in exact.to_markdown()
+
+
+def test_an_indicator_row_holds_its_levels_latest_value_and_verdict() -> None:
+    outcome = run(16, recovered=True).outcomes[0]
+    assert outcome.row() == {
+        "indicator": "Error Rate",
+        "baseline": "0.2 %",
+        "at rollback": "20 %",
+        "back when": "<= 0.3 %",
+        "latest": "0.2 %",
+        "verdict": "recovered",
+    }
+
+
+def test_a_run_without_evaluations_reports_its_window_and_no_data() -> None:
+    empty = replace(run(1, recovered=True), evaluations=())
+    text = empty.to_markdown()
+    assert "Window 2026-03-01 12:00:00 → 12:30:00 UTC, 0 evaluations up to 12:00:00" in text
