@@ -299,6 +299,11 @@ def test_a_notice_endpoint_that_is_down_does_not_stop_the_rollback_and_leaks_no_
     assert not [entry.message for entry in logs if webhook_down in entry.message]
     assert not [a.key for a in artifacts if webhook_down in str(a.data)]
     assert webhook_down not in report.to_markdown()
+    with get_client(sync_client=True) as prefect:
+        events = prefect.read_events(
+            filter=EventFilter(event=EventNameFilter(prefix=["rollback-flows."])), limit=50
+        ).events
+    assert events and not [e.event for e in events if webhook_down in e.model_dump_json()]
 
 
 @pytest.mark.stack

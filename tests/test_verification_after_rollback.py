@@ -18,6 +18,7 @@ from prefect.client.orchestration import get_client
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.errors import InvalidInputError, VerificationFailedError
 from playbook.post_rollback import POST_ROLLBACK_ENV
+from stack.sink import WebhookSink
 from tasks.probes import SERVICE_URL_ENV
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
@@ -82,6 +83,7 @@ def test_a_rollback_into_a_version_that_fails_health_fails_its_run_and_is_still_
     local_stack: object,
     kube_api: client.ApiClient,
     simulator_namespace: str,
+    notifications: WebhookSink,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -111,6 +113,13 @@ def test_a_rollback_into_a_version_that_fails_health_fails_its_run_and_is_still_
     assert rows["Version"]["result"] == "PASS"
     report = record.keyed("kubernetes-rollback-rag-api")
     assert report.description.startswith("FAILED: rolled back from revision 2 to revision 1")
+    # the failure is told, with what failed and the run's link
+    texts = [d.body["text"] for d in notifications.received("/slack")]
+    [failed] = [t for t in texts if t.startswith("🚨 ROLLBACK FAILED")]
+    assert "What failed: rolled back from revision 2 to revision 1" in failed
+    assert "Health Check 503" in failed
+    assert "Cluster changed: yes, the change is in place" in failed
+    assert f"/runs/flow-run/{state.state_details.flow_run_id}" in failed
     # ... and the post-rollback monitor watches it
     run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as prefect:
