@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from playbook.thresholds import load_decision_matrix
 from stack import prometheus
 from stack.build import build_all
 from stack.cluster import Cluster, PodLogs
@@ -291,7 +292,11 @@ class LocalStack:
         data_dir = config_dir / "data"
         if self.backfill:
             prometheus.backfill(self.backfill, data_dir)
-        rules = prometheus.render_rules(config_dir, for_duration=ALERT_FOR)
+        rules = prometheus.render_rules(
+            config_dir,
+            for_duration=ALERT_FOR,
+            thresholds=prometheus.AlertThresholds.from_matrix(load_decision_matrix()),
+        )
         config = prometheus.render_prometheus_config(
             config_dir,
             simulator_port=self.ports.simulator,

@@ -25,6 +25,7 @@ from string import Template
 
 from prometheus_client.utils import floatToGoString
 
+from playbook.thresholds import DecisionMatrix
 from stack.processes import StackError, ensure_port_free, http_ok, start, stop, wait_until
 
 TEMPLATE_DIR = Path(__file__).with_name("prometheus")
@@ -51,6 +52,21 @@ class AlertThresholds:
     p99_seconds_critical: float = 1.0
     ndcg_warning: float = 0.7
     ndcg_critical: float = 0.6
+
+    @classmethod
+    def from_matrix(cls, matrix: DecisionMatrix) -> AlertThresholds:
+        """The thresholds of the decision matrix file, so that editing it changes the alerts
+        as it changes the flows' verdicts."""
+        errors, p99 = matrix.indicator("error_rate"), matrix.indicator("p99_latency")
+        ndcg = matrix.indicator("rag_quality_ndcg")
+        return cls(
+            error_ratio_warning=errors.warning,
+            error_ratio_critical=errors.critical,
+            p99_seconds_warning=p99.warning,
+            p99_seconds_critical=p99.critical,
+            ndcg_warning=ndcg.warning,
+            ndcg_critical=ndcg.critical,
+        )
 
 
 def error_ratio_expr(window: str, service: str | None = None, by: str = "service") -> str:
