@@ -9,12 +9,21 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster import REPOSITORY, build_history, snapshot, use_services
+from cluster import (
+    REPOSITORY,
+    build_history,
+    deployment_body,
+    snapshot,
+    use_services,
+    wait_rolled_out,
+)
 from flow_runs import read_flow_run
 from kubernetes import client, config, utils
 from kubernetes.client.exceptions import ApiException
 
+from flows.canary_rollback import canary_rollback
 from flows.diagnose_rollback import diagnose_rollback
+from flows.image_rollback import image_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
 from stack.config import REPO_DIR
 from stack.local import StackState
@@ -177,3 +186,73 @@ def test_the_service_account_diagnoses_but_cannot_list_secrets(
     assert "| EndpointSlice rag-api-" in markdown
     assert f"VirtualService {namespace}/rag-api does not exist" in markdown
     assert "t0k3n" not in markdown
+
+
+def test_the_service_account_runs_procedure_3_the_image_rollback(
+    local_stack: StackState,
+    kube_api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    apps = client.AppsV1Api(kube_api)
+    build_history(apps, namespace, ["v1.2.3", "v1.2.4"])
+    apply_rbac(kube_api, namespace)
+    kubeconfig = service_account_kubeconfig(local_stack, kube_api, tmp_path)
+    use_services(monkeypatch, tmp_path, namespace)  # no registry: the tag check is skipped
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+
+    report = image_rollback("rag-api", "v1.2.3")
+
+    assert report.changed, report.outcome
+    assert snapshot(apps, namespace).image == f"{REPOSITORY}:v1.2.3"
+
+
+def test_the_service_account_runs_procedure_4_the_canary_rollback(
+    local_stack: StackState,
+    kube_api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    apps, custom = client.AppsV1Api(kube_api), client.CustomObjectsApi(kube_api)
+    apps.create_namespaced_deployment(namespace, deployment_body(f"{REPOSITORY}:v1.2.3"))
+    apps.create_namespaced_deployment(
+        namespace, deployment_body(f"{REPOSITORY}:v1.3.0", replicas=1, name="rag-api-canary")
+    )
+    split = [
+        {"destination": {"host": "rag-api", "subset": "stable"}, "weight": 90},
+        {"destination": {"host": "rag-api", "subset": "canary"}, "weight": 10},
+    ]
+    custom.create_namespaced_custom_object(
+        "networking.istio.io",
+        "v1",
+        namespace,
+        "virtualservices",
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "rag-api"},
+            "spec": {"hosts": ["rag-api"], "http": [{"name": "split", "route": split}]},
+        },
+    )
+    wait_rolled_out(apps, namespace, "rag-api")
+    wait_rolled_out(apps, namespace, "rag-api-canary")
+    apply_rbac(kube_api, namespace)
+    kubeconfig = service_account_kubeconfig(local_stack, kube_api, tmp_path)
+    use_services(monkeypatch, tmp_path, namespace)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+
+    report = canary_rollback("rag-api")
+
+    assert report.changed, report.outcome
+    vs = custom.get_namespaced_custom_object(
+        "networking.istio.io", "v1", namespace, "virtualservices", "rag-api"
+    )
+    assert vs["spec"]["http"] == [
+        {
+            "name": "split",
+            "route": [{"destination": {"host": "rag-api", "subset": "stable"}, "weight": 100}],
+        }
+    ]
+    assert apps.read_namespaced_deployment("rag-api-canary", namespace).spec.replicas == 0
