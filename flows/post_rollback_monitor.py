@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import pandas as pd
 from prefect import flow
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -53,10 +52,10 @@ from playbook.thresholds import DecisionMatrix, Indicator, load_decision_matrix
 from tasks.kubernetes import kubernetes_context, read_deployment_status, read_error_logs
 from tasks.prometheus import (
     MAX_POINTS_PER_QUERY,
-    query_range,
+    read_series,
     read_value,
     resolve_prometheus_url,
-    single_series,
+    values_at,
 )
 from tasks.workloads import read_revision_created
 
@@ -94,17 +93,6 @@ def _grid(since: datetime, interval: timedelta, count: int) -> list[datetime]:
     return [since + k * interval for k in range(1, count + 1)]
 
 
-def _values_on(frame: pd.DataFrame, query: str, times: list[datetime]) -> list[float | None]:
-    """The frame's single series at `times` (None where Prometheus had no point or NaN)."""
-    series = single_series(frame, query)
-    by_second = {int(ts.timestamp()): float(v) for ts, v in series.items()}
-    out: list[float | None] = []
-    for t in times:
-        v = by_second.get(int(t.timestamp()))
-        out.append(None if v is None or math.isnan(v) else v)
-    return out
-
-
 class _Fetcher:
     """Range-queries each indicator's points as they become available, in as few queries as
     possible: every point already in the past in one query per indicator."""
@@ -129,11 +117,11 @@ class _Fetcher:
             upto = min(available, self.fetched + MAX_POINTS_PER_QUERY - 1)
             times = self.grid[self.fetched : upto]
             for name, query in self.queries.items():
-                frame = query_range(
+                points = read_series(
                     self.url, query, times[0], times[-1], self.interval, self.matrix.prometheus
                 )
                 self.counter.queries += 1
-                self.values[name].extend(_values_on(frame, query, times))
+                self.values[name].extend(values_at(points, times))
             self.fetched = upto
 
 
@@ -148,9 +136,9 @@ def _baseline(
 ) -> float | None:
     span = (end_at - start_at).total_seconds()
     step = timedelta(seconds=max(interval.total_seconds(), math.ceil(span / 1000)))
-    frame = query_range(url, query, start_at, end_at, step, matrix.prometheus)
+    points = read_series(url, query, start_at, end_at, step, matrix.prometheus)
     counter.queries += 1
-    return baseline_of(single_series(frame, query).tolist())
+    return baseline_of(value for _, value in points)
 
 
 def _at(

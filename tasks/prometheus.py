@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -242,3 +243,9 @@ def read_series(
         for ts, v in series.items()
         if not math.isnan(float(v))
     )
+
+
+def values_at(points: Sequence[Point], times: Sequence[datetime]) -> list[float | None]:
+    """The series' value at each of `times`, to the second; None where it has no point."""
+    by_second = {int(at.timestamp()): value for at, value in points}
+    return [by_second.get(int(t.timestamp())) for t in times]
