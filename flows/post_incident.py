@@ -153,7 +153,7 @@ def tell_the_verdict(
     """The resolution notice when recovered, else the escalation; the line for the log."""
     not_recovered = frozenset(o.indicator.name for o in report.outcomes if not o.verdict.passed)
     known = [e.at for e in review.timeline if e.at is not None]
-    base = {
+    base: dict[str, object] = {
         "environment": cfg.environment,
         "service": cfg.name,
         "namespace": cfg.namespace,
@@ -176,16 +176,7 @@ def tell_the_verdict(
     values = {
         **base,
         "problem": "has not recovered after the rollback",
-        "since": f"{report.since:%Y-%m-%d %H:%M:%S} UTC",
-        "verdict": report.verdict.value.upper()
-        + (" (stopped early)" if report.stopped_early else ""),
-        "indicators": [
-            f"{o.indicator.title}: {o.verdict.value}; now {o.indicator.format(o.latest)}, "
-            f"baseline {o.indicator.format(o.levels.baseline)}, "
-            f"at rollback {o.indicator.format(o.levels.incident)}"
-            for o in report.outcomes
-        ],
-        "log_patterns": [f"{n} x {p[:120]}" for p, n in report.logs.patterns[:3]],
+        **report.escalation_facts(),
     }
     return tell("escalation", values, Cause(not_recovered), trigger).outcome()
 
@@ -201,5 +192,6 @@ def tell_monitoring_failed(cfg: ServiceConfig, error: Exception, trigger: Starte
         "verdict": "NO DATA (the monitoring itself failed)",
         "indicators": [f"monitoring failed: {error}"],
         "log_patterns": [],
+        "log_pattern_count": 0,
     }
     return tell("escalation", values, Cause(), trigger).outcome()

@@ -223,28 +223,23 @@ class MonitorReport:
             lines += [f"| {n} | `{p}` |" for p, n in self.logs.patterns[:30]]
         return "\n".join(lines) + "\n"
 
-    def escalation_text(self) -> str:
-        """The escalation message: what did not recover, by how much, where to look."""
-        lines = [
-            f"🚨 ESCALATION: {self.service} has not recovered after the rollback",
-            "",
-            f"Environment: {self.namespace}",
-            f"Rollback completed: {self.since:%Y-%m-%d %H:%M:%S} UTC",
-            f"Verdict: {self.verdict.value.upper()}"
+    def escalation_facts(self) -> dict[str, object]:
+        """What the escalation notice says of this run (the values of its template): when the
+        rollback completed, the verdict, one line per indicator, the top three new log
+        patterns cut at 120 characters."""
+        return {
+            "since": f"{self.since:%Y-%m-%d %H:%M:%S} UTC",
+            "verdict": self.verdict.value.upper()
             + (" (stopped early)" if self.stopped_early else ""),
-        ]
-        for o in self.outcomes:
-            ind = o.indicator
-            lines.append(
-                f"- {ind.title}: {o.verdict.value}; now {ind.format(o.latest)}, "
-                f"baseline {ind.format(o.levels.baseline)}, "
-                f"at rollback {ind.format(o.levels.incident)}"
-            )
-        if self.logs.patterns:
-            lines.append(f"New error patterns in logs: {len(self.logs.patterns)}")
-            lines += [f"  {n} x {p[:120]}" for p, n in self.logs.patterns[:3]]
-        lines += ["", "Action: on-call to investigate; consider rolling back further."]
-        return "\n".join(lines)
+            "indicators": [
+                f"{o.indicator.title}: {o.verdict.value}; now {o.indicator.format(o.latest)}, "
+                f"baseline {o.indicator.format(o.levels.baseline)}, "
+                f"at rollback {o.indicator.format(o.levels.incident)}"
+                for o in self.outcomes
+            ],
+            "log_patterns": [f"{n} x {p[:120]}" for p, n in self.logs.patterns[:3]],
+            "log_pattern_count": len(self.logs.patterns),
+        }
 
 
 def _table_rows(evaluations: tuple[Evaluation, ...]) -> list[Evaluation]:

@@ -85,9 +85,10 @@ class RollbackReport:
         if self.details:
             lines += ["", "## Details", ""] + [f"- {d}" for d in self.details]
         if self.verification is not None:
+            summary = " ".join(self.verification.summary().splitlines())  # one heading line
             lines += [
                 "",
-                f"## Verification: {self.verification.summary()}",
+                f"## Verification: {summary}",
                 "",
                 "| check | expected | observed | result | critical |",
                 "|---|---|---|---|---|",

@@ -20,6 +20,7 @@ from playbook.monitor_report import (
     _table_rows,
     error_patterns,
 )
+from playbook.notices import Mention, render_notice
 from playbook.recovery import RecoveryLevels, RecoveryPolicy, Verdict, recovery_levels
 from playbook.thresholds import DEFAULT_MATRIX_FILE, load_decision_matrix
 
@@ -98,6 +99,23 @@ def test_log_lines_group_by_shape_with_times_ids_and_numbers_blanked() -> None:
     assert error_patterns(["x" * 300])[0][0] == "x" * 200
 
 
+def escalation(report: MonitorReport) -> str:
+    """The shipped escalation notice with this run's facts."""
+    return render_notice(
+        "escalation",
+        {
+            "environment": "production",
+            "service": report.service,
+            "namespace": report.namespace,
+            "problem": "has not recovered after the rollback",
+            **report.escalation_facts(),
+            "lead": "@oncall",
+            "mentions": [Mention("@oncall", "On-call Engineer", "every rollback")],
+            "run_url": "http://127.0.0.1:4200/runs/flow-run/1",
+        },
+    )
+
+
 def test_a_recovered_run_reads_as_the_reviewed_report() -> None:
     report = run(16, recovered=True)
     assert not report.escalate
@@ -108,7 +126,7 @@ def test_a_recovered_run_reads_as_the_reviewed_report() -> None:
 def test_a_run_that_did_not_recover_escalates_with_the_reviewed_text() -> None:
     report = run(30, recovered=False)
     assert report.escalate
-    assert report.escalation_text() == (GOLDEN / "monitor-not-recovering.txt").read_text()
+    assert escalation(report) == (GOLDEN / "monitor-not-recovering.txt").read_text()
     assert report.to_markdown() == (GOLDEN / "monitor-not-recovering.md").read_text()
 
 
@@ -202,13 +220,13 @@ def edge_run() -> MonitorReport:
 def test_a_run_stopped_early_marks_only_the_levels_near_its_data() -> None:
     report = edge_run()
     assert report.to_markdown() == (GOLDEN / "monitor-stopped-early.md").read_text()
-    assert report.escalation_text().splitlines()[4] == "Verdict: WORSE (stopped early)"
+    assert escalation(report).splitlines()[4] == "Verdict: WORSE (stopped early)"
 
 
 def test_the_escalation_shows_three_patterns_cut_at_120_characters() -> None:
     report = run(2, recovered=False)
     patterns = tuple((f"{c}" * 130, 5 - i) for i, c in enumerate("abcd"))
-    text = replace(report, logs=LogFindings(True, patterns)).escalation_text()
+    text = escalation(replace(report, logs=LogFindings(True, patterns)))
     assert (
         "New error patterns in logs: 4\n  5 x " + "a" * 120 + "\n  4 x " + "b" * 120 + "\n  3 x "
         in text
