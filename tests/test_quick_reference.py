@@ -55,15 +55,17 @@ def make(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def staging(kube_api: client.ApiClient) -> Iterator[str]:
-    """The `staging` namespace of the shipped services file, deleted afterwards."""
-    core = client.CoreV1Api(kube_api)
-    core.create_namespace({"metadata": {"name": "staging"}})
-    yield "staging"
+    """The `staging` namespace of the shipped services file (other tests use it too: it is
+    kept, and emptied of Deployments afterwards)."""
+    core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
     try:
-        core.delete_namespace("staging")
+        core.create_namespace({"metadata": {"name": "staging"}})
     except ApiException as exc:
-        if exc.status != 404:
+        if exc.status != 409:
             raise
+    yield "staging"
+    for deployment in apps.list_namespaced_deployment("staging").items:
+        apps.delete_namespaced_deployment(deployment.metadata.name, "staging")
 
 
 @pytest.mark.parametrize(
