@@ -143,7 +143,11 @@ def tell(state: StackState, sink: WebhookSink) -> Timeline:
         60,
         "the alert's guarded-rollback run",
     )  # fmt: skip
-    step(f"guarded-rollback run {guarded.name} created by the receiver", _link(ui, guarded.id))
+    step(
+        f"guarded-rollback run {guarded.name} created by the receiver",
+        _link(ui, guarded.id),
+        guarded.created,
+    )
     guarded = _final(guarded.id, 180)
     rollback = _wait(
         lambda: _runs(FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[guarded.id]))),
