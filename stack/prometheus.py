@@ -4,7 +4,9 @@ The metrics that the rag-api simulator exposes and that backfilled history carri
 contract, defined here: `http_requests_total{code, service}`, the
 `http_request_duration_seconds` histogram (buckets `LATENCY_BUCKETS`) and the gauges
 `rag_healthy`, `rag_quality_ndcg`, `rag_build_info{version}`. Scraped series also carry `job`
-and `instance`; backfilled ones do not, so every query aggregates `by (service)`.
+and `instance`; backfilled ones do not, so every query aggregates `by (service)`. The
+simulator's request counter and histogram also carry `version` (the image tag it serves) and
+`track` (`stable`, `canary`), so one version's own series can be selected.
 
 Order of use: render the configs, `backfill` history into the data directory, then
 `start_prometheus` and `start_alertmanager`.

@@ -6,6 +6,10 @@ that a Kubernetes Deployment's pod template currently asks for, and its behaviou
 latency, health, RAG quality) follows that version as described in `stack/simulator.yaml`, so a
 bad release deployed to the local cluster shows up in Prometheus and a rollback clears it.
 
+Its request counter and latency histogram carry the `version` being served and the `track`
+(`stable` unless told, e.g. `canary`), as a real service's own metrics would, so each
+version's error rate and P99 can be read from its own series, long after it stopped serving.
+
 The core (`Simulator`) takes any "current image" source, so tests drive it with a variable;
 the command line wires it to a Deployment:
 
@@ -49,6 +53,7 @@ LOG = logging.getLogger(__name__)
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("simulator.yaml")
 LOOPBACK = "127.0.0.1"
 UNKNOWN_VERSION = "unknown"
+DEFAULT_TRACK = "stable"
 TRAFFIC_TICK_SECONDS = 0.1
 KUBERNETES_TIMEOUT_SECONDS = 2.0
 _GOLDEN_RATIO_FRACTION = (math.sqrt(5.0) - 1.0) / 2.0
@@ -241,6 +246,7 @@ class Simulator:
         requests_per_second: float = 20.0,
         poll_interval_seconds: float = 0.5,
         container_log: ContainerLog | None = None,
+        track: str = DEFAULT_TRACK,
     ) -> None:
         if requests_per_second <= 0:
             raise ValueError(f"requests_per_second must be > 0, got {requests_per_second}")
@@ -249,16 +255,18 @@ class Simulator:
         self._requests_per_second = requests_per_second
         self._poll_interval_seconds = poll_interval_seconds
         self._log = container_log or (lambda level, message: None)
+        self._track = track
         self._registry = CollectorRegistry()
         self._requests = Counter(
             REQUESTS_METRIC.removesuffix("_total"),
-            "Requests served, by status code.",
-            ["code"],
+            "Requests served, by status code, version and track.",
+            ["code", "version", "track"],
             registry=self._registry,
         )
         self._duration = Histogram(
             LATENCY_METRIC,
-            "Duration of served requests.",
+            "Duration of served requests, by version and track.",
+            ["version", "track"],
             buckets=LATENCY_BUCKETS,
             registry=self._registry,
         )
@@ -272,8 +280,6 @@ class Simulator:
             ["version"],
             registry=self._registry,
         )
-        for code in ("200", "500"):  # so that error-ratio queries never meet an empty vector
-            self._requests.labels(code=code)
         self._lock = threading.Lock()
         self._served = 0
         self._serving = _Serving(None, UNKNOWN_VERSION, config.default)
@@ -309,7 +315,8 @@ class Simulator:
         with self._lock:
             index = self._served
             self._served += 1
-            behaviour = self._serving.behaviour
+            serving = self._serving
+        behaviour = serving.behaviour
         failed = _takes_turn(index, behaviour.error_ratio)
         slow = _takes_turn(index, behaviour.slow_share)
         low, high = behaviour.slow_latency_seconds if slow else behaviour.latency_seconds
@@ -319,10 +326,10 @@ class Simulator:
             self._log(
                 "ERROR",
                 f"POST /v1/query 500 in {duration * 1000:.0f} ms: retriever raised "
-                f"TimeoutError (version {self._serving.version})",
+                f"TimeoutError (version {serving.version})",
             )
-        self._requests.labels(code=str(code.value)).inc()
-        self._duration.observe(duration)
+        self._requests.labels(str(code.value), serving.version, self._track).inc()
+        self._duration.labels(serving.version, self._track).observe(duration)
         return RequestOutcome(code.value, duration)
 
     def health(self) -> tuple[HTTPStatus, dict[str, str]]:
@@ -401,6 +408,10 @@ class Simulator:
         if previous is not None and previous.version != serving.version:
             self._build_info.remove(previous.version)
         self._build_info.labels(version=serving.version).set(1)
+        # so that error-ratio queries of this version never meet an empty vector
+        for code in ("200", "500"):
+            self._requests.labels(code, serving.version, self._track)
+        self._duration.labels(serving.version, self._track)
 
     def _follow_image(self) -> None:
         while not self._stop.wait(self._poll_interval_seconds):
@@ -483,6 +494,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
     parser.add_argument("--rps", type=float, default=20.0, help="simulated requests per second")
     parser.add_argument(
+        "--track",
+        default=DEFAULT_TRACK,
+        help="the `track` label of its request metrics (stable, canary)",
+    )
+    parser.add_argument(
         "--container-log",
         type=Path,
         help="write the service's own log here in CRI format (served by KWOK as pod logs)",
@@ -503,7 +519,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (SimulatorConfigError, ImageSourceError, StackError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     container_log = CriLogFile(args.container_log) if args.container_log else None
-    simulator = Simulator(config, source, requests_per_second=args.rps, container_log=container_log)
+    simulator = Simulator(
+        config,
+        source,
+        requests_per_second=args.rps,
+        container_log=container_log,
+        track=args.track,
+    )
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

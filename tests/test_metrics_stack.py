@@ -208,9 +208,29 @@ def test_simulator_fails_exactly_the_configured_share() -> None:
     assert sum(outcome.code == 500 for outcome in outcomes) == 100
     assert all(0.02 <= outcome.duration_seconds <= 0.08 for outcome in outcomes)
     metrics = simulator.metrics().decode()
-    assert 'http_requests_total{code="500"} 100.0' in metrics
-    assert 'http_requests_total{code="200"} 400.0' in metrics
+    assert 'http_requests_total{code="500",track="stable",version="v1.2.4"} 100.0' in metrics
+    assert 'http_requests_total{code="200",track="stable",version="v1.2.4"} 400.0' in metrics
     assert 'rag_build_info{version="v1.2.4"} 1.0' in metrics
+
+
+def test_each_version_keeps_its_own_request_and_latency_series() -> None:
+    switch = ImageSwitch(BAD_IMAGE)
+    simulator = Simulator(load_config(), switch, track="canary")
+    simulator.refresh_version()
+    for _ in range(100):
+        simulator.serve_request()
+    switch.image = GOOD_IMAGE
+    simulator.refresh_version()
+    for _ in range(50):
+        simulator.serve_request()
+    metrics = simulator.metrics().decode()
+    # the bad version's counts stay as they were; the good one starts at zero errors
+    assert 'http_requests_total{code="500",track="canary",version="v1.2.4"} 20.0' in metrics
+    assert 'http_requests_total{code="200",track="canary",version="v1.2.4"} 80.0' in metrics
+    assert 'http_requests_total{code="500",track="canary",version="v1.2.3"} 0.0' in metrics
+    assert 'http_requests_total{code="200",track="canary",version="v1.2.3"} 50.0' in metrics
+    assert 'http_request_duration_seconds_count{track="canary",version="v1.2.4"} 100.0' in metrics
+    assert 'http_request_duration_seconds_count{track="canary",version="v1.2.3"} 50.0' in metrics
 
 
 def test_simulator_follows_the_image_and_reports_unknown_without_a_deployment(
@@ -259,8 +279,11 @@ def test_simulator_serves_health_version_and_metrics_over_http() -> None:
         assert httpx.get(f"{base}/version").json() == {"version": "v1.2.3"}
         time.sleep(0.3)
         metrics = httpx.get(f"{base}/metrics").text
-        assert 'http_requests_total{code="500"} 0.0' in metrics
-        assert 'http_request_duration_seconds_bucket{le="0.3"}' in metrics
+        assert 'http_requests_total{code="500",track="stable",version="v1.2.3"} 0.0' in metrics
+        assert (
+            'http_request_duration_seconds_bucket{le="0.3",track="stable",version="v1.2.3"}'
+            in metrics
+        )
         assert "rag_quality_ndcg 0.82" in metrics
         switch.image = "ghcr.io/acme/rag-api:v1.2.6-unhealthy"
         _eventually(lambda: httpx.get(f"{base}/health").status_code == 503, timeout=3.0)
