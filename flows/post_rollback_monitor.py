@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -27,7 +27,12 @@ from prefect.artifacts import (
 from prefect.logging import get_run_logger
 
 from flows.post_incident import review_the_incident, tell_monitoring_failed, tell_the_verdict
-from playbook.errors import InvalidInputError, RollbackError, VerificationFailedError
+from playbook.errors import (
+    InvalidInputError,
+    RollbackError,
+    TransientError,
+    VerificationFailedError,
+)
 from playbook.incident import StartedBy
 from playbook.monitor_report import (
     Evaluation,
@@ -93,9 +98,15 @@ def _grid(since: datetime, interval: timedelta, count: int) -> list[datetime]:
     return [since + k * interval for k in range(1, count + 1)]
 
 
+NoDataCallback = Callable[[str, Sequence[datetime], TransientError], None]
+"""Told when an indicator's points could not be queried: its name, the points, the error."""
+
+
 class _Fetcher:
     """Range-queries each indicator's points as they become available, in as few queries as
-    possible: every point already in the past in one query per indicator."""
+    possible: every point already in the past in one query per indicator. A query that fails
+    after its retries (Prometheus down, slow, answering 5xx) leaves its points without data
+    (never a pass) and the monitoring goes on with the next points."""
 
     def __init__(
         self,
@@ -105,9 +116,11 @@ class _Fetcher:
         grid: list[datetime],
         interval: timedelta,
         counter: _Counter,
+        on_no_data: NoDataCallback,
     ) -> None:
         self.url, self.matrix, self.queries = url, matrix, queries
         self.grid, self.interval, self.counter = grid, interval, counter
+        self.on_no_data = on_no_data
         self.fetched = 0
         self.values: dict[str, list[float | None]] = {name: [] for name in queries}
 
@@ -117,10 +130,14 @@ class _Fetcher:
             upto = min(available, self.fetched + MAX_POINTS_PER_QUERY - 1)
             times = self.grid[self.fetched : upto]
             for name, query in self.queries.items():
-                points = read_series(
-                    self.url, query, times[0], times[-1], self.interval, self.matrix.prometheus
-                )
                 self.counter.queries += 1
+                try:
+                    points = read_series(
+                        self.url, query, times[0], times[-1], self.interval, self.matrix.prometheus
+                    )
+                except TransientError as exc:
+                    self.on_no_data(name, times, exc)
+                    points = ()
                 self.values[name].extend(values_at(points, times))
             self.fetched = upto
 
@@ -207,8 +224,12 @@ def monitor_window(
     incident_start: datetime | None,
     clock: Clock,
     on_evaluation: Callable[[int, int, Evaluation], None] = lambda done, total, ev: None,
+    on_no_data: NoDataCallback = lambda name, times, exc: None,
 ) -> tuple[tuple[Evaluation, ...], tuple[IndicatorOutcome, ...], bool, int]:
     """Evaluate the recovery of every monitored indicator at each interval after `since`.
+
+    A point whose query fails (`on_no_data` is told) has no data: it ends any "back at
+    baseline" stretch, and the monitoring goes on.
 
     Returns the evaluations, the final outcome per indicator, whether it stopped early
     (worse) and the number of Prometheus queries issued.
@@ -228,7 +249,7 @@ def monitor_window(
         states[name] = start(recovery_levels(ind, policy, baseline, incident), policy)
 
     grid = _grid(since, interval, int(duration / interval))
-    fetcher = _Fetcher(url, matrix, queries, grid, interval, counter)
+    fetcher = _Fetcher(url, matrix, queries, grid, interval, counter, on_no_data)
     delay = timedelta(seconds=settings.evaluation_delay_seconds)
     evaluations: list[Evaluation] = []
     stopped_early = False
@@ -358,6 +379,14 @@ def post_rollback_monitor(
             logger.info("%s [%d/%d] %s", ev.at.strftime("%H:%M:%S"), done, total, text)
             progress.update(done, f"{ev.at:%H:%M:%S}: {ev.verdict.value} ({text})")
 
+        unqueried: list[str] = []
+
+        def no_data(name: str, times: Sequence[datetime], exc: TransientError) -> None:
+            span = f"{times[0]:%H:%M:%S}" + (f" to {times[-1]:%H:%M:%S}" if len(times) > 1 else "")
+            line = f"{matrix.indicator(name).title} at {span} ({len(times)} point(s)): {exc}"
+            logger.warning("no data, the monitoring goes on: %s", line)
+            unqueried.append(line)
+
         try:
             evaluations, outcomes, stopped_early, queries = monitor_window(
                 cfg,
@@ -370,8 +399,9 @@ def post_rollback_monitor(
                 incident_start,
                 clock,
                 show,
+                no_data,
             )
-        except RollbackError as exc:  # e.g. Prometheus unreachable after retries: nobody watches
+        except RollbackError as exc:  # e.g. no baseline (Prometheus unreachable): nobody watches
             tell_monitoring_failed(cfg, exc, trigger)
             raise
         released_at = (
@@ -401,6 +431,7 @@ def post_rollback_monitor(
             stopped_early=stopped_early,
             queries=queries,
             logs=logs,
+            unqueried=tuple(unqueried),
         )
 
         # report

@@ -140,6 +140,8 @@ class MonitorReport:
     stopped_early: bool
     queries: int
     logs: LogFindings
+    unqueried: tuple[str, ...] = ()
+    """The points Prometheus could not be queried for (no data there): indicator, when, why."""
 
     @property
     def escalate(self) -> bool:
@@ -164,6 +166,11 @@ class MonitorReport:
             f"{len(self.evaluations)} evaluations up to {last:%H:%M:%S}, "
             f"{self.queries} Prometheus queries.",
             "",
+        ]
+        if self.unqueried:
+            lines += ["Prometheus could not be queried for these points (no data there):", ""]
+            lines += [f"- {line}" for line in self.unqueried] + [""]
+        lines += [
             "| indicator | baseline | at rollback | back when | stays back while | worse when "
             "| latest | verdict |",
             "|---|---|---|---|---|---|---|---|",
@@ -236,7 +243,8 @@ class MonitorReport:
                 f"baseline {o.indicator.format(o.levels.baseline)}, "
                 f"at rollback {o.indicator.format(o.levels.incident)}"
                 for o in self.outcomes
-            ],
+            ]
+            + [f"no data, the query failed: {line}" for line in self.unqueried[:3]],
             "log_patterns": [f"{n} x {p[:120]}" for p, n in self.logs.patterns[:3]],
             "log_pattern_count": len(self.logs.patterns),
         }

@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cluster import (
     REPOSITORY,
     build_history,
@@ -60,7 +62,10 @@ from test_verify_rollback import WINDOW, rows_of, serving
 from flows.kubernetes_rollback import kubernetes_rollback
 from flows.post_rollback_monitor import post_rollback_monitor
 from flows.verify_rollback import verify_rollback
+from playbook.errors import VerificationFailedError
+from playbook.post_rollback import DEFAULT_POST_ROLLBACK_FILE, POST_ROLLBACK_ENV
 from playbook.provenance import ROLLBACK_MARK_ANNOTATION, parse_mark
+from playbook.recovery import Verdict
 from playbook.rollout import REVISION_ANNOTATION
 from stack.local import StackState
 from stack.sink import WebhookSink
@@ -393,6 +398,43 @@ def test_prometheus_down_during_verify_fails_the_check(
     assert snapshot(apps, simulator_namespace) == before  # a verification changes nothing
 
 
+def monitor_in_background(since: datetime, seconds: int) -> Future[Any]:
+    """The monitor of rag-api from `since`, one point every 5 s, in a thread."""
+    return in_background(
+        lambda: post_rollback_monitor(
+            "rag-api",
+            since,
+            duration=timedelta(seconds=seconds),
+            interval=timedelta(seconds=5),
+            scan_logs=False,
+            return_state=True,
+        )
+    )
+
+
+def sleep_until(at: datetime) -> None:
+    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()))
+
+
+def artifact_evaluations(state: State[Any]) -> list[dict[str, str]]:
+    """Each point of the monitor's decay table as the Prefect server stored the report: the
+    value of each indicator, by title."""
+    markdown = str(read_flow_run(state).keyed("post-rollback-monitor-rag-api").data)
+    table = markdown.split("## Decay", 1)[1].split("## Charts", 1)[0]
+    header, _, *rows = [line for line in table.splitlines() if line.startswith("|")]
+    titles = [cell.strip() for cell in header.strip("|").split("|")]
+    points = []
+    for row in rows:
+        cells = dict(zip(titles[1:-1:2], row.strip("|").split("|")[1:-1:2], strict=True))
+        points.append({title: value.strip() for title, value in cells.items()})
+    return points
+
+
+def failed_queries(state: State[Any]) -> list[Any]:
+    """The monitor's range queries the Prefect server recorded as failed (after retries)."""
+    return [r for r in task_runs(state)["read_series"] if r.state.type.value == "FAILED"]
+
+
 def test_prometheus_down_during_the_monitor_is_no_data_and_escalates(
     local_stack: StackState,
     apps: client.AppsV1Api,
@@ -401,32 +443,79 @@ def test_prometheus_down_during_the_monitor_is_no_data_and_escalates(
     through_proxies: None,
     notifications: WebhookSink,
 ) -> None:
-    """The monitor's first evaluation reads Prometheus; then Prometheus is down. The monitor
-    does not call the service recovered: it escalates to a person, and its run fails."""
+    """The monitor's first point is read from Prometheus; then Prometheus is down until the
+    end. The points it cannot query are NO DATA, never a pass: the monitor goes on to its
+    last point, does not call the service recovered, escalates to a person and fails."""
     serving(local_stack, apps, simulator_namespace, "v1.2.3", 0.0)
     since = datetime.now(UTC).replace(microsecond=0)
-    run = in_background(
-        lambda: post_rollback_monitor(
-            "rag-api",
-            since,
-            duration=timedelta(seconds=20),
-            interval=timedelta(seconds=5),
-            scan_logs=False,
-            return_state=True,
-        )
-    )
+    run = monitor_in_background(since, 10)
     # The first point is read 10 s after it (scrape lag): since + 5 s + 10 s.
-    time.sleep(max(0.0, (since + timedelta(seconds=17) - datetime.now(UTC)).total_seconds()))
+    sleep_until(since + timedelta(seconds=17))
     prometheus_proxy.set_enabled(False)
     state = run.result(timeout=120)
 
     assert read_flow_run(state).state == "FAILED"
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, VerificationFailedError)
+    [first, second] = [
+        (point["Error Rate"], point["P99 Latency"]) for point in artifact_evaluations(state)
+    ]
+    assert "no data" not in first  # read before the outage
+    assert second == ("no data", "no data")
+    assert {run.run_count for run in failed_queries(state)} == {2}  # retried once, then no data
     [sent] = notifications.received("/slack")
     text = sent.body["text"]
-    assert text.startswith("🚨 ESCALATION: rag-api is not watched: the monitoring after the")
+    assert text.startswith("🚨 ESCALATION: rag-api has not recovered after the rollback")
     assert "Verdict: NO DATA" in text
-    assert "- monitoring failed: Prometheus range query" in text
+    assert "- Error Rate: no data; now no data" in text
+    assert "- no data, the query failed: Error Rate at " in text
     assert "Connection refused" in text
+
+
+def test_prometheus_down_for_a_while_the_monitor_goes_on_to_its_verdict(
+    local_stack: StackState,
+    apps: client.AppsV1Api,
+    simulator_namespace: str,
+    prometheus_proxy: Proxy,
+    through_proxies: None,
+    notifications: WebhookSink,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prometheus is down for 12 s while the monitor reads its first point, then back. That
+    point is NO DATA (it breaks any "back at baseline" stretch, it never passes); the monitor
+    does not stop there: it reads the points after and reaches its verdict from them
+    (recovered: back at baseline for the 10 s these settings ask, without a gap)."""
+    settings = yaml.safe_load(DEFAULT_POST_ROLLBACK_FILE.read_text())
+    for policy in settings["monitor"]["indicators"].values():
+        policy["hold_seconds"] = 10
+    (tmp_path / "post-rollback.yaml").write_text(yaml.safe_dump(settings))
+    monkeypatch.setenv(POST_ROLLBACK_ENV, str(tmp_path / "post-rollback.yaml"))
+    serving(local_stack, apps, simulator_namespace, "v1.2.3", 0.0)
+    since = datetime.now(UTC).replace(microsecond=0)
+    run = monitor_in_background(since, 30)
+    sleep_until(since + timedelta(seconds=13))  # the first point is read at since + 15 s
+    prometheus_proxy.set_enabled(False)
+    sleep_until(since + timedelta(seconds=25))  # after the first query's retry failed
+    prometheus_proxy.set_enabled(True)
+    state = run.result(timeout=120)
+
+    assert read_flow_run(state).state == "COMPLETED"
+    report = state.result()
+    assert report.verdict is Verdict.RECOVERED
+    assert len(report.evaluations) == 6  # every point, the gap included
+    gap = report.evaluations[0]
+    assert dict(gap.values)["error_rate"] is None
+    assert dict(gap.verdicts)["error_rate"] is Verdict.NO_DATA
+    after = report.evaluations[1:]
+    assert all(dict(ev.values)["error_rate"] is not None for ev in after)
+    assert [dict(ev.verdicts)["error_rate"] for ev in after][-1] is Verdict.RECOVERED
+    assert report.unqueried and report.unqueried[0].startswith("Error Rate at ")
+    assert "Connection refused" in report.unqueried[0]
+    assert failed_queries(state)  # the Prefect server holds the failed query
+    assert artifact_evaluations(state)[0]["Error Rate"] == "no data"
+    [sent] = notifications.received("/slack")
+    assert sent.body["text"].startswith("✅")
 
 
 def test_a_killed_worker_run_resubmitted_completes_with_one_undo(
