@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
+from accounts import RBAC, apply_manifest, service_account_kubeconfig
 from cluster import (
     REPOSITORY,
     build_history,
@@ -18,59 +17,21 @@ from cluster import (
     wait_rolled_out,
 )
 from flow_runs import read_flow_run
-from kubernetes import client, config, utils
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from flows.canary_rollback import canary_rollback
 from flows.diagnose_rollback import diagnose_rollback
 from flows.image_rollback import image_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
-from stack.config import REPO_DIR
 from stack.local import StackState
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 
-RBAC = REPO_DIR / "deployments" / "kubernetes" / "rbac.yaml"
-
 
 def apply_rbac(kube_api: client.ApiClient, namespace: str) -> None:
-    """`sed 's/SERVICE_NAMESPACE/<ns>/' rbac.yaml | kubectl apply -f -`, as the file says."""
-    for doc in yaml.safe_load_all(RBAC.read_text().replace("SERVICE_NAMESPACE", namespace)):
-        try:
-            utils.create_from_dict(kube_api, doc)
-        except utils.FailToCreateError as exc:
-            if any(e.status != 409 for e in exc.api_exceptions):
-                raise
-
-
-def service_account_kubeconfig(
-    state: StackState, kube_api: client.ApiClient, tmp_path: Path
-) -> Path:
-    """A kubeconfig that authenticates as the rollback-flows ServiceAccount."""
-    token = client.CoreV1Api(kube_api).create_namespaced_service_account_token(
-        "rollback-flows", "rollback-flows", {"spec": {"expirationSeconds": 3600}}
-    )
-    admin: dict[str, Any] = yaml.safe_load(Path(state.kubeconfig).read_text())
-    cluster = admin["clusters"][0]
-    path = tmp_path / "service-account.kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster],
-                "users": [{"name": "rollback-flows", "user": {"token": token.status.token}}],
-                "contexts": [
-                    {
-                        "name": "rollback-flows",
-                        "context": {"cluster": cluster["name"], "user": "rollback-flows"},
-                    }
-                ],
-                "current-context": "rollback-flows",
-            }
-        )
-    )
-    return path
+    """The shipped Role for `namespace`, as rbac.yaml says to apply it."""
+    apply_manifest(kube_api, RBAC, namespace)
 
 
 def test_the_service_account_rolls_back_but_can_do_nothing_else(
