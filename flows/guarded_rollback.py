@@ -28,6 +28,7 @@ from playbook.guard import (
     DEFAULT_MAX_AUTOMATIC_PER_HOUR,
     LedgerEntry,
     RollbackRefusedError,
+    before_release_window,
     check_cap,
     judge_recheck,
     judge_release_cause,
@@ -264,7 +265,9 @@ def check_the_alert(
     From the cluster: an alert that started before the current revision became current is
     stale. From Prometheus: `recheck` measured over the current revision's lifetime only must
     still be critical; and the release must be the cause: recent (`max_release_age`), with
-    `indicator` not critical over the stretch before it. None when the rollback may go on.
+    `indicator` not critical over the previous revision's last stretch (never reaching back
+    past when that revision became current: a bad version rolled back minutes before does not
+    count against it). None when the rollback may go on.
     """
     logger = get_run_logger()
     origin = read_rollout_origin(cfg.namespace, cfg.deployment)
@@ -281,10 +284,14 @@ def check_the_alert(
         if not check.breaching:
             return Refusal("recovered", check.message, notify=False)
         logger.info("%s", check.message)
-    before = measure(cfg, indicator, indicator.window, origin.since) if indicator else None
-    cause = judge_release_cause(
-        origin.since, now, max_release_age, indicator, before, indicator.window if indicator else ""
+    released = origin.written or origin.since
+    window = (
+        before_release_window(origin.previous_since, released, indicator.window)
+        if indicator
+        else ""
     )
+    before = measure(cfg, indicator, window, released) if indicator else None
+    cause = judge_release_cause(origin.since, now, max_release_age, indicator, before, window)
     if not cause.is_release:
         return Refusal("not_release", cause.message, notify=True)
     logger.info("%s", cause.message)

@@ -246,6 +246,20 @@ def lifetime_window(since: datetime, now: datetime, longest: str) -> str:
     return f"{min(age, int(duration_seconds(longest)))}s"
 
 
+def before_release_window(previous_since: datetime | None, end: datetime, longest: str) -> str:
+    """The rate window that sees only the revision before the current one: its last stretch
+    up to `end` (when the current one was written), at most `longest`.
+
+    An earlier bad version rolled back minutes ago must not count against the version that ran
+    after it, so the window never reaches back before the previous revision became current.
+    """
+    longest_seconds = int(duration_seconds(longest))
+    if previous_since is None:
+        return f"{longest_seconds}s"
+    stretch = max(int((end - previous_since).total_seconds()), 1)
+    return f"{min(stretch, longest_seconds)}s"
+
+
 @dataclass(frozen=True)
 class Recheck:
     """The alert's indicator measured again over the current revision's lifetime only."""

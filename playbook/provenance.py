@@ -120,6 +120,13 @@ class RolloutOrigin:
     change_cause: str | None
     mark: RollbackMark | None
     """This tool's rollback mark, only when that rollback is what runs now."""
+    written: datetime | None = None
+    """The earliest evidence of when the current template was written (`since` is the latest):
+    the end of the stretch the revision before it ran, as far as the cluster can tell."""
+    previous_since: datetime | None = None
+    """The earliest the revision before it can have become current: the latest of the
+    Deployment's creation, that ReplicaSet's creation and this tool's mark naming it. None
+    when the cluster keeps nothing about an earlier revision or the Deployment's creation."""
 
     def describe(self) -> str:
         """Revision, ReplicaSet, when and by whom, as one line."""
@@ -157,6 +164,28 @@ def _time(value: object) -> datetime | None:
     if parsed.microsecond == 0 and "." not in value:
         parsed += timedelta(seconds=1) - timedelta(microseconds=1)
     return parsed
+
+
+def _time_floor(value: object) -> datetime | None:
+    """A Kubernetes timestamp, as the earliest instant it may stand for (a lower bound)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def previous_replicaset(
+    deployment: Mapping[str, Any], replicasets: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The owned ReplicaSet that was current before the current one: the second-highest
+    revision (the controller gives the next revision to whichever ReplicaSet becomes current,
+    a new one or one a rollback brought back)."""
+    numbered = [(revision_of(rs), rs) for rs in owned_replicasets(deployment, replicasets)]
+    ranked = sorted(((n, rs) for n, rs in numbered if n is not None), key=lambda p: p[0])
+    return ranked[-2][1] if len(ranked) >= 2 else None
 
 
 def template_writes(deployment: Mapping[str, Any]) -> tuple[TemplateWrite, ...]:
@@ -210,6 +239,17 @@ def rollout_origin(
     created = _time((rs or {}).get("metadata", {}).get("creationTimestamp"))
     if created is not None:
         evidence.append(created)
+    previous = previous_replicaset(deployment, replicasets)
+    previous_since = _previous_since(deployment, previous)
+    # Upper bounds of the write that made the template current, the earliest of them: the
+    # latest template write (a manager's time also moves with its later writes) and, when the
+    # ReplicaSet is newer than the previous revision's start, its creation (a slow controller
+    # creates it seconds after the write).
+    ends = [w.at for w in writes[-1:]]
+    if mark is not None:
+        ends.append(mark.at)
+    if created is not None and (previous_since is None or created >= previous_since):
+        ends.append(created)
     return RolloutOrigin(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
@@ -219,7 +259,24 @@ def rollout_origin(
         by=latest.manager if latest else None,
         change_cause=annotations.get(CHANGE_CAUSE_ANNOTATION),
         mark=mark,
+        written=min(ends) if ends else None,
+        previous_since=previous_since,
     )
+
+
+def _previous_since(
+    deployment: Mapping[str, Any], previous: Mapping[str, Any] | None
+) -> datetime | None:
+    """The earliest the revision before the current one can have become current."""
+    meta = deployment.get("metadata", {})
+    bounds = [_time_floor(meta.get("creationTimestamp"))]
+    if previous is not None:
+        bounds.append(_time_floor(previous.get("metadata", {}).get("creationTimestamp")))
+        mark = parse_mark((meta.get("annotations") or {}).get(ROLLBACK_MARK_ANNOTATION))
+        if mark is not None and mark.replicaset == previous["metadata"].get("name"):
+            bounds.append(mark.at)
+    known = [b for b in bounds if b is not None]
+    return max(known) if known else None
 
 
 # --- what the origin means for a rollback ------------------------------------------------

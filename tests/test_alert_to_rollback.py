@@ -9,9 +9,11 @@ its bearer token from a file, as in production.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -26,8 +28,14 @@ from cluster import (
     replicasets_by_revision,
     wait_rolled_out,
 )
+from conftest import NOTICES_PATH
+from flow_runs import read_flow_run_id
 from kubernetes import client
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
+from playbook.notices import duration_text
+from playbook.post_rollback import POST_ROLLBACK_ENV
 from receiver.config import load_config
 from stack.local import StackState
 from stack.processes import free_port, stop
@@ -37,6 +45,7 @@ from stack.prometheus import (
     start_alertmanager,
     start_prometheus,
 )
+from stack.sink import WebhookSink
 from tasks.concurrency import forget_rollbacks, ledger_name, target_tag
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
@@ -164,4 +173,130 @@ def test_a_bad_release_is_rolled_back_from_its_alert(
         interval=1,
     )
     assert [r.id for r in new_runs()] == [run.id]
+    forget_rollbacks(ledger_name(ns, "rag-api"))
+
+
+@pytest.fixture
+def incident_settings() -> Iterator[None]:
+    """The session's post-rollback settings, which the worker reads at every run, for a
+    compressed incident: the checklist after the rollback, a 45 s monitor every 6 s that holds
+    recovery for 10 s, over 5 s rate windows."""
+    path = Path(os.environ[POST_ROLLBACK_ENV])
+    saved = path.read_text()
+    settings = yaml.safe_load(saved)
+    settings["verification"]["after_rollback"] = {"enabled": True, "settle_seconds": 3}
+    settings["follow_up"].update(enabled=True, duration_minutes=0.75, interval_minutes=0.1)
+    monitor = settings["monitor"]
+    monitor.update(window="5s", baseline_minutes=1, evaluation_delay_seconds=2)
+    for policy in monitor["indicators"].values():
+        policy.update(hold_seconds=10, worse_hold_seconds=10)
+    path.write_text(yaml.safe_dump(settings))
+    yield
+    path.write_text(saved)
+
+
+def fields(text: str) -> dict[str, str]:
+    """`Key: value` lines of a notice."""
+    return dict(re.findall(r"(?m)^([A-Z][A-Za-z ]+): (.+)$", text))
+
+
+def utc(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC)
+
+
+def test_the_incident_is_told_and_reviewed_from_its_alert(
+    pipeline: Pipeline,
+    local_stack: StackState,
+    kube_api: client.ApiClient,
+    simulator_namespace: str,
+    alert_sink: WebhookSink,
+    incident_settings: None,
+) -> None:
+    ns = simulator_namespace
+    apps = client.AppsV1Api(kube_api)
+    tag = target_tag(ns, "rag-api")
+    forget_rollbacks(ledger_name(ns, "rag-api"))
+    runs_before = {run.id for run in runs_tagged(tag)}
+    notices_before = len(alert_sink.received(NOTICES_PATH))
+    # the previous test's Deployment is gone with its ReplicaSets (garbage collected)
+    eventually(lambda: not apps.list_namespaced_replica_set(ns).items, 60, "no ReplicaSet left")
+    apps.create_namespaced_deployment(ns, deployment_body(f"{REPOSITORY}:{GOOD}"))
+    wait_rolled_out(apps, ns, "rag-api")
+    eventually(lambda: error_ratio(pipeline.prometheus_url) == 0.0, 40, "a calm error ratio")
+    apps.patch_namespaced_deployment(
+        "rag-api",
+        ns,
+        {"spec": {"template": {"spec": {"containers": [
+            {"name": "rag-api", "image": f"{REPOSITORY}:{BAD}"}
+        ]}}}},
+    )  # fmt: skip
+
+    # the alert's guarded run, its rollback run and the follow-up monitor, all on the worker
+    [guarded] = eventually(
+        lambda: [r for r in runs_tagged(tag) if r.id not in runs_before], 90, "the alert's run"
+    )
+    guarded = wait_final(guarded.id, timeout=120)
+    assert guarded.state is not None and guarded.state.is_completed(), guarded.state
+    with get_client(sync_client=True) as prefect:
+        children = prefect.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[guarded.id])
+            )
+        )
+        assert len(children) == 1, (
+            read_flow_run_id(guarded.id).keyed("guarded-rollback-" + ns + "-rag-api").data
+        )
+        [rollback] = children
+        [monitor] = eventually(
+            lambda: [
+                r
+                for r in prefect.read_flow_runs()
+                if r.idempotency_key == f"post-rollback-monitor:{rollback.id}"
+            ],
+            10,
+            "the follow-up monitor run",
+        )
+    monitor = wait_final(monitor.id, timeout=120)
+    assert monitor.state is not None and monitor.state.is_completed(), monitor.state
+    assert image(apps, ns) == f"{REPOSITORY}:{GOOD}"
+    alert_started = datetime.fromisoformat(guarded.parameters["alert_started_at"])
+
+    # the notices, as the sink received them
+    notices = [d.body["text"] for d in alert_sink.received(NOTICES_PATH)[notices_before:]]
+    assert [n.splitlines()[0] for n in notices] == [
+        "🚨 INCIDENT: Production Rollback Initiated",
+        "✅ RESOLVED: Production Rollback Complete",
+    ], notices
+    start, resolved = (fields(n) for n in notices)
+    assert start["Action"] == f"Rolling back from {BAD} to {GOOD}"
+    assert "error rate" in start["Reason"].lower()
+    assert rollback.start_time is not None
+    assert alert_started <= utc(start["Time"]) <= rollback.start_time + timedelta(seconds=60)
+    assert resolved["Action Taken"] == f"Rolled back from {BAD} to {GOOD}"
+    assert resolved["Root Cause"] == "Under Investigation"
+    assert utc(resolved["Time Started"]) == alert_started.replace(microsecond=0)
+    assert monitor.start_time is not None and monitor.end_time is not None
+    ended = utc(resolved["Time Resolved"])
+    assert monitor.start_time - timedelta(seconds=1) <= ended <= monitor.end_time
+    assert resolved["Duration"] == duration_text((ended - utc(resolved["Time Started"])).seconds)
+
+    # the review, in the monitor run: its timeline is the runs' own times and the alert's
+    record = read_flow_run_id(monitor.id)
+    review = str(record.keyed("post-incident-review-rag-api").data)
+    timeline = dict(re.findall(r"(?m)^\| (\d\d:\d\d:\d\d) \| ([^|]+?) \|", review))
+    by_event = {event: at for at, event in timeline.items()}
+    assert by_event["Issue detected (the alert started)"] == f"{alert_started:%H:%M:%S}"
+    assert by_event["Rollback initiated"] == f"{rollback.start_time:%H:%M:%S}"
+    since = datetime.fromisoformat(monitor.parameters["since"])
+    assert by_event["Rollback complete"] == f"{since:%H:%M:%S}"
+    rollback_record = read_flow_run_id(rollback.id)
+    verified = rollback_record.keyed("verify-rollback-rag-api").created
+    assert by_event["Verification complete"] == f"{verified:%H:%M:%S}"
+    assert re.search(r"\*\*Impact\*\*: Error Rate: peak (1|2)\d(\.\d+)? %", review), review
+    assert f"- image: `{REPOSITORY}:{GOOD}` → `{REPOSITORY}:{BAD}`" in review
+    # the bad release's error lines stopped with the rollback: no new pattern since
+    markdown = str(record.keyed("post-rollback-monitor-rag-api").data)
+    patterns = markdown.split("## Error patterns in the logs since the rollback", 1)[1]
+    assert "New ones only: " in patterns and patterns.rstrip().endswith("None.")
+    assert "TimeoutError" not in patterns
     forget_rollbacks(ledger_name(ns, "rag-api"))

@@ -354,6 +354,53 @@ def test_an_alert_on_a_revision_current_for_too_long_is_not_about_the_release(
     assert read_rollback_ledger.fn(ledger_name(ns, "rag-api")) == ()
 
 
+def test_a_second_bad_release_soon_after_a_rollback_is_rolled_back_from_its_alert(
+    apps: client.AppsV1Api,
+    local_stack: StackState,
+    simulator_namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bad release, rolled back; seconds later the same bad version is released again. The
+    stretch before the new release is the good version's few seconds: the errors of the
+    release rolled back before it do not make this one look "not the release"."""
+    ns = simulator_namespace
+    use_services(monkeypatch, tmp_path, ns)
+    forget_rollbacks(ledger_name(ns, "rag-api"))
+    matrix = yaml.safe_load(DEFAULT_MATRIX_FILE.read_text())
+    matrix["indicators"]["error_rate"]["window"] = "30s"  # 5 min in production
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(matrix))
+    monkeypatch.setenv(MATRIX_ENV, str(tmp_path / "matrix.yaml"))
+    build_history(apps, ns, [GOOD, BAD])
+    bad = lambda: (error_ratio(local_stack.prometheus_url) or 0) > 0.1  # noqa: E731
+    eventually(bad, 40, "the bad error ratio")
+    time.sleep(10)  # the first bad release's errors fill most of a window
+    kubernetes_rollback("rag-api")
+    eventually(lambda: error_ratio(local_stack.prometheus_url) == 0.0, 40, "a calm error ratio")
+    apps.patch_namespaced_deployment(
+        "rag-api", ns, {"spec": {"template": {"spec": {"containers": [
+            {"name": "rag-api", "image": f"{REPOSITORY}:{BAD}"}
+        ]}}}},
+    )  # fmt: skip
+    wait_rolled_out(apps, ns, "rag-api")
+    time.sleep(1.1)
+    alert_started = datetime.now(UTC)
+    eventually(bad, 40, "the second bad release's error ratio")
+    time.sleep(3)
+
+    result = guarded_rollback(
+        "rag-api", reason="error rate", alert_started_at=alert_started, indicator="error_rate"
+    )
+
+    assert result.action == "rolled_back", result.message
+    assert snapshot(apps, ns).image == f"{REPOSITORY}:{GOOD}"
+    assert replicasets_by_revision(apps, ns) == {
+        4: f"{REPOSITORY}:{BAD}",
+        5: f"{REPOSITORY}:{GOOD}",
+    }
+    forget_rollbacks(ledger_name(ns, "rag-api"))
+
+
 def test_an_alert_whose_indicator_breached_before_the_release_is_not_rolled_back(
     apps: client.AppsV1Api,
     local_stack: StackState,

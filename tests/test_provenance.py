@@ -12,6 +12,7 @@ import pytest
 from playbook.errors import InvalidInputError
 from playbook.guard import (
     RollbackRefusedError,
+    before_release_window,
     duration_seconds,
     judge_recheck,
     judge_release_cause,
@@ -214,6 +215,17 @@ def test_the_recheck_window_is_the_current_revisions_age_at_most_the_indicators(
     assert lifetime_window(T0, T0 + timedelta(seconds=42.7), "5m") == "42s"
     assert lifetime_window(T0, T0 + timedelta(hours=2), "5m") == "300s"
     assert lifetime_window(T0, T0, "5m") == "1s"
+
+
+def test_the_stretch_before_a_release_never_reaches_back_past_the_previous_revision() -> None:
+    """Rolled back at T0, released again 90 s later: the 5 m before the release would hold the
+    bad version the rollback removed; the window is the previous revision's 90 s."""
+    released = T0 + timedelta(seconds=90.6)
+    assert before_release_window(T0, released, "5m") == "90s"
+    assert before_release_window(T0 - timedelta(hours=1), released, "5m") == "300s"
+    assert before_release_window(None, released, "5m") == "300s"  # nothing known before
+    assert before_release_window(released, released, "5m") == "1s"
+    assert before_release_window(released + timedelta(seconds=5), released, "5m") == "1s"
 
 
 def test_the_recheck_acts_only_on_a_critical_value_and_no_data_is_neither() -> None:

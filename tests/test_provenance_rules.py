@@ -21,6 +21,7 @@ from playbook.provenance import (
     check_repeat,
     judge_alert_age,
     parse_mark,
+    previous_replicaset,
     rollout_origin,
     template_writes,
 )
@@ -121,6 +122,8 @@ def test_a_new_replicaset_created_after_the_last_template_write_dates_the_revisi
         by="ci",
         change_cause=None,
         mark=None,
+        written=T0 + END_OF_SECOND,  # the write itself came first
+        previous_since=None,
     )
     nothing = rollout_origin({"metadata": {}, "spec": {}}, [])
     assert (nothing.namespace, nothing.name, nothing.since, nothing.by) == ("", "", None, None)
@@ -208,3 +211,111 @@ def test_the_repeat_guard_lasts_exactly_its_window_and_names_the_removed_revisio
     assert check_repeat(marked, "run-2", T0, to_revision=None, force=True) is None
     with pytest.raises(RollbackRefusedError, match=r"this guard lasts 7\.5 min"):
         check_repeat(marked, None, T0, to_revision=None, force=False, window=timedelta(minutes=7.5))
+
+
+def numbered(name: str, revision: int, created: str, owner: str = "d") -> dict[str, Any]:
+    found = rs(name, created)
+    found["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": str(revision)}
+    found["metadata"]["ownerReferences"][0]["uid"] = owner
+    if name != "rag-api-new":  # only the current ReplicaSet has the Deployment's template
+        found["spec"]["template"]["spec"]["containers"][0]["image"] = f"a:{name}"
+    return found
+
+
+def created_at(deployment: dict[str, Any], at: str) -> dict[str, Any]:
+    deployment["metadata"]["creationTimestamp"] = at
+    return deployment
+
+
+def test_a_slow_controller_does_not_date_the_release_after_its_write() -> None:
+    """Under load the controller creates the new ReplicaSet seconds after the template write:
+    the stale guard takes the later time, the stretch before the release ends at the write."""
+    found = rollout_origin(
+        created_at(dep(entry("ci", "2026-12-01T12:00:00Z")), "2026-12-01T11:00:00Z"),
+        [
+            numbered("rag-api-old", 3, "2026-12-01T11:00:00Z"),
+            numbered("rag-api-new", 4, "2026-12-01T12:00:08Z"),
+        ],
+    )
+    assert found.since == T0 + timedelta(seconds=8) + END_OF_SECOND
+    assert found.written == T0 + END_OF_SECOND
+    assert found.previous_since == T0 - timedelta(hours=1)
+
+
+def test_a_later_write_of_the_same_manager_does_not_hide_the_new_replicasets_creation() -> None:
+    """A manager's time moves with its later writes (a label, replicas): the new ReplicaSet's
+    creation is then the earlier bound of when the template changed."""
+    found = rollout_origin(
+        dep(entry("ci", "2026-12-01T12:00:30Z")),
+        [
+            numbered("rag-api-old", 3, "2026-12-01T11:50:00Z"),
+            numbered("rag-api-new", 4, "2026-12-01T12:00:01Z"),
+        ],
+    )
+    assert found.since == T0 + timedelta(seconds=30) + END_OF_SECOND
+    assert found.written == T0 + timedelta(seconds=1) + END_OF_SECOND
+    assert found.previous_since == T0 - timedelta(minutes=10)
+
+
+def test_a_replicaset_brought_back_by_a_rollback_is_dated_by_the_write_not_its_creation() -> None:
+    found = rollout_origin(
+        dep(entry("kubectl-rollout", "2026-12-01T12:00:00Z")),
+        [
+            numbered("rag-api-new", 4, "2026-12-01T10:00:00Z"),  # created long before
+            numbered("rag-api-bad", 3, "2026-12-01T11:50:00Z"),
+        ],
+    )
+    assert found.written == found.since == T0 + END_OF_SECOND
+    assert found.previous_since == T0 - timedelta(minutes=10)
+
+
+def test_the_previous_revision_became_current_no_earlier_than_this_tools_mark_naming_it() -> None:
+    """Released, rolled back by this tool at 11:58 (the mark names that ReplicaSet), released
+    again at 12:00: the stretch before the new release starts at the rollback, so the bad
+    version it removed does not count against the version that ran after it."""
+    mark = RollbackMark("run-1", 3, 4, "rag-api-good", T0 - timedelta(minutes=2))
+    found = rollout_origin(
+        created_at(
+            dep(
+                entry("ci", "2026-12-01T12:00:00Z"),
+                annotations={ROLLBACK_MARK_ANNOTATION: mark.to_annotation()},
+            ),
+            "2026-12-01T09:00:00Z",
+        ),
+        [
+            numbered("rag-api-good", 4, "2026-12-01T10:00:00Z"),
+            numbered("rag-api-bad", 3, "2026-12-01T11:50:00Z"),
+            numbered("rag-api-new", 5, "2026-12-01T12:00:00Z"),
+        ],
+    )
+    assert found.mark is None  # the mark is about the revision before
+    assert found.previous_since == T0 - timedelta(minutes=2)
+    assert found.written == T0 + END_OF_SECOND
+    # a mark naming another ReplicaSet says nothing about the previous one
+    other = RollbackMark("run-1", 3, 4, "rag-api-bad", T0 - timedelta(minutes=1))
+    found = rollout_origin(
+        dep(
+            entry("ci", "2026-12-01T12:00:00Z"),
+            annotations={ROLLBACK_MARK_ANNOTATION: other.to_annotation()},
+        ),
+        [
+            numbered("rag-api-good", 4, "2026-12-01T10:00:00Z"),
+            numbered("rag-api-new", 5, "2026-12-01T12:00:00Z"),
+        ],
+    )
+    assert found.previous_since == T0 - timedelta(hours=2)
+
+
+def test_the_previous_replicaset_is_the_second_highest_revision_of_this_deployment() -> None:
+    deployment = dep()
+    replicasets = [
+        numbered("rag-api-a", 2, "2026-12-01T10:00:00Z"),
+        numbered("rag-api-c", 7, "2026-12-01T10:00:00Z"),
+        numbered("rag-api-b", 5, "2026-12-01T10:00:00Z"),
+        numbered("other", 6, "2026-12-01T10:00:00Z", owner="x"),
+        rs("rag-api-unnumbered", "2026-12-01T10:00:00Z"),
+    ]
+    previous = previous_replicaset(deployment, replicasets)
+    assert previous is not None and previous["metadata"]["name"] == "rag-api-b"
+    assert previous_replicaset(deployment, replicasets[:1]) is None
+    assert previous_replicaset(deployment, []) is None
