@@ -62,35 +62,53 @@ def approve_the_plan(
     """
     if not asks_approval(cfg, skip_confirmation, dry_run):
         return ()
-    logger = get_run_logger()
     planned = plan()
     if planned.change is None:
-        logger.info("nothing to change, so nothing to approve: %s", planned.outcome)
+        get_run_logger().info("nothing to change, so nothing to approve: %s", planned.outcome)
         return ()
     timeout = cfg.env.approval_timeout_minutes
     text = plan_markdown(planned, affected_pods(planned), cfg.environment, timeout)
-    create_markdown_artifact(text, key=f"approval-{cfg.name}", description="Waiting for approval")
+    try:
+        return (ask_a_person(cfg, text, planned.outcome.removeprefix("dry run: ")),)
+    except RollbackRefusedError as exc:
+        stop(planned, str(exc))
+
+
+def ask_a_person(cfg: ServiceConfig, plan: str, what: str) -> str:
+    """Publish `plan` (markdown) as the service's approval artifact and pause the run with the
+    typed form until a person answers or the environment's `approval_timeout_minutes` pass.
+
+    Returns the report's line saying it was approved (with the approver's comment).
+
+    Raises:
+        RollbackRefusedError: rejected, or not answered in time (the message says which).
+    """
+    logger = get_run_logger()
+    timeout = cfg.env.approval_timeout_minutes
+    create_markdown_artifact(plan, key=f"approval-{cfg.name}", description="Waiting for approval")
     logger.warning(
         "waiting up to %g min for an approval of: %s (resume this run in the Prefect UI)",
         timeout,
-        planned.outcome.removeprefix("dry run: "),
+        what,
     )
     try:
         answer = pause_flow_run(
-            wait_for_input=Approval.with_initial_data(description=text),
+            wait_for_input=Approval.with_initial_data(description=plan),
             timeout=max(1, round(timeout * 60)),
             poll_interval=POLL_SECONDS,
         )
     except FlowPauseTimeout:
-        stop(
-            planned, f"not approved: no answer within {timeout:g} min (timed out); nothing changed"
-        )
+        raise RollbackRefusedError(
+            f"not approved: no answer within {timeout:g} min (timed out); nothing changed"
+        ) from None
     comment = answer.comment.strip()
     said = f" ({comment})" if comment else ""
     if not answer.approve:
-        stop(planned, f"not approved: the approver rejected the plan{said}; nothing changed")
+        raise RollbackRefusedError(
+            f"not approved: the approver rejected the plan{said}; nothing changed"
+        )
     logger.info("approved%s", said)
-    return (f"Approved by a person{said}",)
+    return f"Approved by a person{said}"
 
 
 def stop(planned: RollbackReport, message: str) -> NoReturn:

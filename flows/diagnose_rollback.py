@@ -20,11 +20,13 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from flows.approval import ask_a_person, asks_approval
 from flows.rollback_steps import one_rollback_at_a_time
 from playbook.checks import ProbeResult
 from playbook.diagnosis import (
     RESTARTED_AT_ANNOTATION,
     Diagnosis,
+    PodFacts,
     Presence,
     RemedyOutcome,
     TagEvidence,
@@ -34,8 +36,10 @@ from playbook.diagnosis import (
     diagnose_stuck,
     diagnose_traffic,
     restart_patch,
+    restart_plan_markdown,
 )
 from playbook.errors import InvalidInputError, NotFoundError, RollbackError, RolloutFailedError
+from playbook.guard import RollbackRefusedError
 from playbook.post_rollback import load_post_rollback
 from playbook.provenance import FIELD_MANAGER
 from playbook.results import patch_text
@@ -152,6 +156,40 @@ def _restart(
     ), None
 
 
+def _approved_restart(
+    cfg: ServiceConfig, diagnosis: Diagnosis, work: Workload, pods: tuple[PodFacts, ...]
+) -> tuple[RemedyOutcome, RollbackError | None]:
+    """The restart a person approved: its dry run is the plan; once approved, the Deployment is
+    read again, and restarted only if it is still the one approved and still stuck."""
+    plan, error = _restart(cfg, work, dry_run=True)
+    if error is not None:
+        return plan, error
+    action = plan.action.removesuffix(" (dry run)")
+    text = restart_plan_markdown(
+        diagnosis, plan, pods, cfg.environment, cfg.env.approval_timeout_minutes
+    )
+    try:
+        approved = ask_a_person(cfg, text, action)
+    except RollbackRefusedError as exc:
+        return RemedyOutcome(action, False, str(exc), False), exc
+    now = read_workload(cfg.namespace, cfg.deployment)
+    if now.status.revision != work.status.revision or now.template != work.template:
+        message = (
+            f"{approved}, but the Deployment changed while waiting (revision "
+            f"{work.status.revision} → {now.status.revision}): not restarted; nothing changed. "
+            "Diagnose again"
+        )
+        return RemedyOutcome(action, False, message, False), RollbackRefusedError(message)
+    if now.status.complete and not now.status.paused:
+        message = (
+            f"{approved}, but the rollout completed while waiting ({now.status.message}): "
+            "not restarted; nothing changed"
+        )
+        return RemedyOutcome(action, False, message, True), None
+    outcome, error = _restart(cfg, now, dry_run=False)
+    return replace(outcome, detail=f"{approved}; {outcome.detail}"), error
+
+
 @flow(name="diagnose-rollback", log_prints=True)
 def diagnose_rollback(
     service: str,
@@ -159,6 +197,7 @@ def diagnose_rollback(
     environment: str | None = None,
     remedy: bool = False,
     dry_run: bool = False,
+    skip_confirmation: bool | None = None,
     kubernetes_service: str | None = None,
     base_url: str | None = None,
 ) -> Diagnosis:
@@ -178,6 +217,9 @@ def diagnose_rollback(
             and nothing is ever deleted.
         dry_run: With `remedy`, print the restart patch (validated by the API server) and
             change nothing.
+        skip_confirmation: With `remedy`, restart without a person's approval; by default
+            the environment's (production asks: the restart's plan is published and the run
+            pauses for an answer; rejected or unanswered, nothing changes).
         kubernetes_service: The Service in front of the Deployment; the Deployment's name when
             None.
         base_url: Probe `<base_url>/health` instead of the configured health URL.
@@ -188,7 +230,7 @@ def diagnose_rollback(
         NotFoundError: the Deployment does not exist.
         RolloutFailedError: the remedy's rollout did not complete (after the report).
         RollbackRefusedError: the remedy was refused because another rollback of the service
-            runs (after the report).
+            runs, or it was not approved (after the report; nothing changed).
     """
     logger = get_run_logger()
     cfg = load_service(service, namespace, environment)
@@ -258,7 +300,11 @@ def diagnose_rollback(
         # remedy: only a stuck rollout, only when asked
         error: RollbackError | None = None
         if remedy and diagnosis.stuck:
-            outcome, error = _restart(cfg, work, dry_run)
+            outcome, error = (
+                _approved_restart(cfg, diagnosis, work, pods)
+                if asks_approval(cfg, skip_confirmation, dry_run)
+                else _restart(cfg, work, dry_run)
+            )
             diagnosis = replace(diagnosis, remedy=outcome)
             logger.info("remedy %s: %s", outcome.action, outcome.detail)
 

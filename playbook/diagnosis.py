@@ -1298,3 +1298,44 @@ def diagnose_traffic(
 def restart_patch(at: str) -> dict[str, Any]:
     """The strategic-merge patch of `kubectl rollout restart`: the template's restartedAt."""
     return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: at}}}}}
+
+
+def restart_plan_markdown(
+    diagnosis: Diagnosis,
+    plan: RemedyOutcome,
+    pods: Sequence[PodFacts],
+    environment: str,
+    timeout_minutes: float,
+) -> str:
+    """The remedy a person approves: why, the exact patch, and the pods it replaces."""
+    live = _live(pods)
+    lines = [
+        f"# Approve `rollout restart` of {diagnosis.service} in {environment}?",
+        "",
+        f"**Found:** {diagnosis.summary()}. The rollout: {diagnosis.rollout}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Deployment | `{diagnosis.namespace}/{diagnosis.deployment}` |",
+        f"| revision | {diagnosis.revision} |",
+        f"| image | `{diagnosis.image}` |",
+        f"| pods replaced | {len(live)} |",
+        "",
+        f"**Plan:** {plan.action}: the Deployment replaces every pod with a new ReplicaSet of the "
+        "same template; nothing is deleted.",
+        "",
+        "## The exact change (validated by the API server)",
+        "",
+        "```",
+        plan.patch or "",
+        "```",
+        "",
+        "## Pods replaced",
+        "",
+        *(f"- `{pod.name}`: {_pod_text(pod)}" for pod in live),
+        *([] if live else ["- none"]),
+        "",
+        f"Resume this run with approve yes or no within {timeout_minutes:g} min; "
+        "no answer ends it with nothing changed.",
+    ]
+    return "\n".join(lines)

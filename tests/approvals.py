@@ -4,10 +4,13 @@ all through the Prefect API."""
 from __future__ import annotations
 
 import contextvars
+import os
+import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from uuid import UUID
 
 from flow_runs import read_flow_run
@@ -21,6 +24,8 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.states import State
+
+from playbook.services import SERVICES_ENV
 
 
 class Background:
@@ -79,3 +84,18 @@ def approval_artifact(run_id: UUID) -> str:
     record = read_flow_run(run.state)
     [plan] = [a for a in record.of_type("markdown") if a.key == "approval-rag-api"]
     return str(plan.data)
+
+
+def asking(namespace: str, timeout_minutes: float = 5) -> None:
+    """The test's services file: its one namespace is `production`, which asks."""
+    path = Path(os.environ[SERVICES_ENV])
+    path.write_text(
+        re.sub(
+            r"\n    namespace: (\S+)\n",
+            "\n    environments:\n      production:\n        namespace: \\1\n"
+            "        skip_confirmation: false\n"
+            f"        approval_timeout_minutes: {timeout_minutes}\n",
+            path.read_text(),
+            count=1,
+        )
+    )

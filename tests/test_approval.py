@@ -4,14 +4,12 @@ so; rejected or not answered in time, nothing changes and the message says which
 
 from __future__ import annotations
 
-import os
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from approvals import Background, answer, approval_artifact, paused_run
+from approvals import Background, answer, approval_artifact, asking, paused_run
 from cluster import (
     REPOSITORY,
     build_history,
@@ -29,7 +27,7 @@ from flows.guarded_rollback import guarded_rollback
 from flows.image_rollback import image_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.report import RollbackReport
-from playbook.services import SERVICES_ENV, parse_services
+from playbook.services import parse_services
 
 GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
 
@@ -87,21 +85,6 @@ def test_the_plan_names_versions_revisions_patch_and_pods() -> None:
 
 
 # --- on the stack ----------------------------------------------------------------------------
-
-
-def asking(namespace: str, timeout_minutes: float = 5) -> None:
-    """The test's services file: its one namespace is `production`, which asks."""
-    path = Path(os.environ[SERVICES_ENV])
-    path.write_text(
-        re.sub(
-            r"\n    namespace: (\S+)\n",
-            "\n    environments:\n      production:\n        namespace: \\1\n"
-            "        skip_confirmation: false\n"
-            f"        approval_timeout_minutes: {timeout_minutes}\n",
-            path.read_text(),
-            count=1,
-        )
-    )
 
 
 @pytest.fixture

@@ -16,10 +16,13 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
+from approvals import Background, answer, approval_artifact, asking, paused_run
 from cluster import (
     REPOSITORY,
     Snapshot,
@@ -611,6 +614,104 @@ def test_remedy_restarts_a_stuck_rollout_and_without_it_nothing_changes(
     assert f"- new ReplicaSet `{new.metadata.name}` (revision 2)" in markdown
     assert 'deployment "rag-api" successfully rolled out' in markdown
     assert f"`kubectl -n {namespace} rollout restart deployment/rag-api`" in markdown
+
+
+def set_ready(core: client.CoreV1Api, namespace: str) -> None:
+    """Every rag-api pod becomes ready again (its dependency is back), as the kubelet writes."""
+    for pod in core.list_namespaced_pod(namespace, label_selector="app=rag-api").items:
+        core.patch_namespaced_pod_status(
+            pod.metadata.name,
+            namespace,
+            [
+                {
+                    "op": "replace",
+                    "path": "/status/conditions",
+                    "value": [
+                        {"type": "Initialized", "status": "True"},
+                        {"type": "PodScheduled", "status": "True"},
+                        {"type": "ContainersReady", "status": "True"},
+                        {"type": "Ready", "status": "True"},
+                    ],
+                },
+                {"op": "replace", "path": "/status/containerStatuses/0/ready", "value": True},
+            ],
+        )
+
+
+def remedy_in_the_background() -> tuple[Background, UUID]:
+    since = datetime.now(UTC)
+    run = Background(lambda: diagnose_rollback("rag-api", remedy=True, return_state=True))
+    return run, paused_run("diagnose-rollback", since)
+
+
+def test_in_production_the_remedy_waits_for_a_person_and_acts_on_what_is_true_then(
+    apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str, services: str
+) -> None:
+    """Production asks before the restart: rejected, nothing changes; approved after the
+    rollout recovered by itself, nothing is restarted; approved while still stuck, restarted."""
+    asking(namespace)
+    deploy(apps, namespace, "v1.2.3")
+    make_unready(core, namespace)
+
+    def no_pod_available() -> bool:
+        status = apps.read_namespaced_deployment("rag-api", namespace).status
+        return not status.available_replicas
+
+    wait_for("0 available replicas", no_pod_available)
+    wait_settled(apps, namespace, "rag-api")
+    before = snapshot(apps, namespace)
+
+    # the plan, then a rejection: nothing changes, the run fails saying so
+    run, run_id = remedy_in_the_background()
+    plan = approval_artifact(run_id)
+    assert plan.startswith("# Approve `rollout restart` of rag-api in production?")
+    assert "Rollout stuck" in plan and f"`{namespace}/rag-api`" in plan
+    assert f'"{RESTARTED_AT_ANNOTATION}": "' in plan.split("## The exact change")[1]
+    pods = [p.metadata.name for p in core.list_namespaced_pod(namespace).items]
+    assert len(pods) == 3 and all(f"- `{pod}`: Running, not ready" in plan for pod in pods)
+    unchanged(apps, namespace, before)
+    answer(run_id, False, "the database is still down")
+    state = run.result()
+    assert state.is_failed()
+    message = "not approved: the approver rejected the plan (the database is still down)"
+    assert message in str(state.message)
+    unchanged(apps, namespace, before)
+    report = str(read_flow_run(state).keyed("diagnose-rollback-rag-api").data)
+    assert f"{message}; nothing changed" in report
+
+    # approved only after the pods recovered by themselves: nothing is restarted
+    run, run_id = remedy_in_the_background()
+    set_ready(core, namespace)
+    wait_for(
+        "3 available replicas",
+        lambda: (
+            apps.read_namespaced_deployment("rag-api", namespace).status.available_replicas == 3
+        ),
+    )
+    wait_settled(apps, namespace, "rag-api")
+    recovered = snapshot(apps, namespace)
+    answer(run_id, True, "go")
+    state = run.result()
+    assert state.is_completed(), state
+    assert "Approved by a person (go), but the rollout completed while waiting" in str(
+        read_flow_run(state).keyed("diagnose-rollback-rag-api").data
+    )
+    unchanged(apps, namespace, recovered)
+
+    # stuck again, approved: the restart, a new ReplicaSet and a completed rollout
+    make_unready(core, namespace)
+    wait_for("0 available replicas", no_pod_available)
+    run, run_id = remedy_in_the_background()
+    answer(run_id, True, "restart it")
+    state = run.result()
+    assert state.is_completed(), state
+    diagnosis = state.result()
+    assert diagnosis.remedy is not None and diagnosis.remedy.succeeded
+    assert diagnosis.remedy.new_revision == 2
+    assert diagnosis.remedy.detail.startswith("Approved by a person (restart it); restarted at ")
+    deployment = apps.read_namespaced_deployment("rag-api", namespace)
+    assert RESTARTED_AT_ANNOTATION in (deployment.spec.template.metadata.annotations or {})
+    assert deployment.status.available_replicas == 3
 
 
 def test_the_deployment_runs_on_the_worker(
