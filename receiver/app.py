@@ -10,7 +10,9 @@ POST /alerts takes Alertmanager's webhook (payload version 4):
   deliveries map to the one run; while another rollback of the same service is scheduled or
   running, it is refused with the reason. Resolved and unrouted alerts start nothing. Every
   alert is recorded as a Prefect event (`rollback-flows.alert.<action>`);
-- 503 when the Prefect API cannot be reached, so Alertmanager delivers again later.
+- 503 when the Prefect API cannot be reached or does not answer within
+  `answer_within_seconds`, so Alertmanager delivers again later (a run created before that
+  is found again by its idempotency key: the redelivery starts nothing more).
 
 GET /health answers 200 with the receiver's counters and whether Prefect answers.
 """
@@ -43,6 +45,8 @@ from tasks.concurrency import lock_name, target_tag
 log = logging.getLogger("rollback_flows.receiver")
 
 _SEEN_LIMIT = 10_000
+UNAVAILABLE = "unavailable"
+"""The /health counter of alerts answered 503 (Alertmanager delivers them again)."""
 
 
 class Action(StrEnum):
@@ -317,13 +321,25 @@ def create_app(
             return _error(400, f"not an Alertmanager version-4 webhook: {exc}")
         receiver: Receiver = request.app.state.receiver
         try:
-            outcomes = await receiver.handle(payload)
+            outcomes = await asyncio.wait_for(
+                receiver.handle(payload), config.answer_within_seconds
+            )
+        except TimeoutError:
+            reason = (
+                f"Prefect did not answer within {config.answer_within_seconds:g} s, "
+                "deliver again later"
+            )
         except TransientError as exc:
-            return _error(503, f"Prefect is unavailable, deliver again later: {exc}")
+            reason = f"Prefect is unavailable, deliver again later: {exc}"
         except RollbackError as exc:
-            return _error(503, f"cannot start flow runs: {exc}")
-        return JSONResponse(
-            {"status": "ok", "alerts": [asdict(outcome) for outcome in outcomes]}, 200
-        )
+            reason = f"cannot start flow runs: {exc}"
+        else:
+            return JSONResponse(
+                {"status": "ok", "alerts": [asdict(outcome) for outcome in outcomes]}, 200
+            )
+        # Each alert of the payload is to be delivered again: counted, never dropped.
+        receiver.counts[UNAVAILABLE] += len(payload.alerts)
+        log.warning("answering 503 for %d alert(s): %s", len(payload.alerts), reason)
+        return _error(503, reason)
 
     return app

@@ -67,6 +67,10 @@ class ReceiverConfig(_Frozen):
     token_secret: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "alert-receiver-token"
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     prefect_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Alertmanager gives a delivery at least 10 s (more with a longer group_interval) and
+    # retries one that is not answered 2xx; the Prefect client retries a lost connection for
+    # up to a minute. Answering 503 before Alertmanager gives up keeps its retry ours.
+    answer_within_seconds: float = Field(default=8.0, gt=0, le=120)
     routes: tuple[Route, ...] = Field(min_length=1)
 
     @field_validator("routes")

@@ -12,6 +12,11 @@ bench/faults.py.
   same command line.
 - `kill_worker` / `start_another_worker`: the stack's Prefect worker killed with the flow run
   it executes, and a new one started.
+- `stop_prefect_server` / `start_prefect_server_again`: the stack's Prefect server stopped and
+  started again on the same port and database (PostgreSQL keeps its deployments and runs).
+- `kill_receiver` / `start_receiver`: the stack's alert receiver killed (SIGKILL) and started
+  again, optionally reaching the Prefect API through a proxy.
+- `alertmanager_metric`: what Alertmanager counts of its deliveries.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,8 +44,10 @@ from kubernetes.client.exceptions import ApiException
 from playbook.provenance import ROLLBACK_MARK_ANNOTATION, RollbackMark, parse_mark
 from stack.config import bin_dir
 from stack.local import StackState
+from stack.postgres import database_url
+from stack.prefect_server import start_prefect_server
 from stack.prefect_worker import start_worker
-from stack.processes import alive, free_port, start, stop, wait_until
+from stack.processes import alive, free_port, http_ok, start, stop, wait_until
 
 
 @dataclass(frozen=True)
@@ -415,7 +423,11 @@ def apiserver_metric(kube_api: client.ApiClient, metric: str, **labels: str) -> 
     response = kube_api.call_api(
         "/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False
     )
-    text = response.data.decode()
+    return metric_sum(response.data.decode(), metric, **labels)
+
+
+def metric_sum(text: str, metric: str, **labels: str) -> float:
+    """The sum of the samples of `metric` in a /metrics text whose labels include `labels`."""
     total = 0.0
     for line in text.splitlines():
         if not line.startswith(metric + "{") and not line.startswith(metric + " "):
@@ -513,5 +525,68 @@ def start_another_worker(state: StackState) -> int:
     log = stack_dir / "logs" / f"worker-{time.time_ns()}.log"
     pid = start_worker(api_url, stack_dir / "prefect", env, log)
     state.pids["worker"] = pid
-    (stack_dir / "state.json").write_text(json.dumps(asdict(state), indent=2))
+    _save(state)
     return pid
+
+
+def _save(state: StackState) -> None:
+    """The stack's state file with its new pids, so `stack down` stops the new processes."""
+    (Path(state.kubeconfig).parent / "state.json").write_text(json.dumps(asdict(state), indent=2))
+
+
+# The Prefect server process ------------------------------------------------------------------
+
+
+def stop_prefect_server(state: StackState) -> None:
+    """Stop the stack's Prefect server (SIGTERM to its process group), as for an upgrade."""
+    stop(state.pids["prefect"])
+
+
+def start_prefect_server_again(state: StackState) -> int:
+    """The stack's Prefect server started again on its port and its PostgreSQL database."""
+    stack_dir = Path(state.kubeconfig).parent
+    pid = start_prefect_server(
+        state.ports.prefect,
+        stack_dir / "prefect",
+        stack_dir / "logs" / f"prefect-{time.time_ns()}.log",
+        database=database_url(state.ports.postgres),
+        ui=False,
+    )
+    state.pids["prefect"] = pid
+    _save(state)
+    return pid
+
+
+# The alert receiver process ------------------------------------------------------------------
+
+
+def kill_receiver(state: StackState) -> None:
+    """SIGKILL the stack's alert receiver, as when its machine dies: open deliveries get no
+    answer."""
+    pid = state.pids["receiver"]
+    os.killpg(pid, signal.SIGKILL)
+    wait_until("the killed receiver to be gone", lambda: not alive(pid), 10)
+
+
+def start_receiver(state: StackState, prefect_api_url: str | None = None) -> int:
+    """The stack's alert receiver started again on its port (its token is in the Prefect
+    Secret block already); it reaches the Prefect API at `prefect_api_url` when given."""
+    stack_dir = Path(state.kubeconfig).parent
+    env = state.env()
+    if prefect_api_url is not None:
+        env["PREFECT_API_URL"] = prefect_api_url
+    log = stack_dir / "logs" / f"receiver-{time.time_ns()}.log"
+    argv = [sys.executable, "-m", "receiver", "--port", str(state.ports.receiver)]
+    pid = start("alert receiver", argv, log, env=env)
+    url = f"http://127.0.0.1:{state.ports.receiver}/health"
+    wait_until("the alert receiver", http_ok(url), 30, pid=pid, log_path=log)
+    state.pids["receiver"] = pid
+    _save(state)
+    return pid
+
+
+def alertmanager_metric(state: StackState, metric: str, **labels: str) -> float:
+    """The sum of an Alertmanager metric's samples whose labels include `labels`, e.g.
+    `alertmanager_notification_requests_failed_total` with `integration="webhook"`."""
+    text = httpx.get(f"{state.alertmanager_url}/metrics", timeout=5).text
+    return metric_sum(text, metric, **labels)
