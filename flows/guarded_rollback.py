@@ -3,8 +3,10 @@
 take the service's lock (refuse at once if another rollback of it runs) → for an alert, ask the
 cluster whether the alert is older than the current revision (stale: change nothing) and ask
 Prometheus whether the alert's indicator still breaches over the current revision's lifetime
-(no longer, or no data: change nothing) → check the hourly cap of automatic rollbacks (past
-it: notify a person, change nothing) → record this one → run the playbook procedure
+(no longer, or no data: change nothing) → with `target="last-good"`, find the newest earlier
+revision known to be good (none: notify a person with the evidence, change nothing) → check
+the hourly cap of automatic rollbacks (past it: notify a person, change nothing) → record this
+one → run the playbook procedure
 (`kubernetes_rollback` or `canary_rollback`) → report.
 """
 
@@ -21,9 +23,11 @@ from prefect.logging import get_run_logger
 from pydantic import Field
 
 from flows.canary_rollback import canary_rollback
+from flows.known_good import find_last_good
 from flows.kubernetes_rollback import kubernetes_rollback
 from flows.notices import started_by, tell
 from flows.rollback_steps import one_rollback_at_a_time
+from playbook.errors import RollbackError
 from playbook.guard import (
     DEFAULT_MAX_AUTOMATIC_PER_HOUR,
     LedgerEntry,
@@ -51,7 +55,15 @@ from tasks.prometheus import read_value, resolve_prometheus_url
 
 Procedure = Literal["kubernetes_rollback", "canary_rollback"]
 Action = Literal[
-    "rolled_back", "capped", "stale", "recovered", "no_data", "not_release", "refused", "dry_run"
+    "rolled_back",
+    "capped",
+    "stale",
+    "recovered",
+    "no_data",
+    "not_release",
+    "no_known_good",
+    "refused",
+    "dry_run",
 ]
 
 
@@ -91,7 +103,9 @@ def _run_id() -> str | None:
     return str(flow_run.id) if flow_run is not None else None
 
 
-def _tell_not_performed(cfg: ServiceConfig, trigger: StartedBy, why: str) -> str:
+def _tell_not_performed(
+    cfg: ServiceConfig, trigger: StartedBy, why: str, evidence: str = ""
+) -> str:
     """A person must decide: the automatic rollback did nothing, and why. Never raises."""
     values = {
         "environment": cfg.environment,
@@ -100,6 +114,7 @@ def _tell_not_performed(cfg: ServiceConfig, trigger: StartedBy, why: str) -> str
         "time": f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
         "reason": trigger.text(),
         "why": why,
+        "evidence": evidence,
     }
     breached = frozenset({trigger.indicator} if trigger.indicator else ())
     return tell("rollback-not-performed", values, Cause(breached), trigger).outcome()
@@ -121,6 +136,8 @@ def guarded_rollback(
     indicator: str | None = None,
     recheck: bool = True,
     max_release_age_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 360,
+    target: Literal["previous", "last-good"] = "previous",
+    known_good_minutes: Annotated[float, Field(gt=0, le=30 * 24 * 60)] | None = None,
     dry_run: bool = False,
 ) -> GuardedRollback:
     """Run a playbook rollback procedure for a service, guarded by its lock and hourly cap.
@@ -151,6 +168,12 @@ def guarded_rollback(
         recheck: Measure `indicator` again before acting; refuse unless still critical.
         max_release_age_minutes: An alert is about a release only if the current revision
             became current this recently (and `indicator` was not critical before it).
+        target: Where `kubernetes_rollback` goes: `previous` (kubectl's meaning) or
+            `last-good`, the newest earlier revision known to be good (what the alert
+            deployment, `guarded-rollback/alert`, uses); with none known good, a person is
+            told with the evidence and nothing changes.
+        known_good_minutes: How long a revision must have been current to be known good (the
+            service's `known_good_minutes` when None).
         dry_run: Passed to the procedure; a dry run is not counted.
 
     Raises:
@@ -202,6 +225,20 @@ def guarded_rollback(
                 if refusal.notify and automatic and not dry_run:
                     message += f"; {_tell_not_performed(cfg, trigger, refusal.message)}"
                 return stopped(refusal.action, message)
+        if procedure == "kubernetes_rollback" and target == "last-good":
+            minutes = known_good_minutes or cfg.known_good_minutes
+            try:
+                known = find_last_good(cfg, minutes)
+                why, evidence = f"not rolled back: {known.message}", known.to_text()
+            except RollbackError as exc:
+                known, evidence = None, ""
+                why = f"not rolled back: could not tell which revision is known good: {exc}"
+            if known is None or known.target is None:
+                message = why
+                if automatic and not dry_run:
+                    message += f"; {_tell_not_performed(cfg, trigger, why, evidence)}"
+                return stopped("no_known_good", message)
+            logger.info("%s", known.message)
         if automatic and not dry_run:
             ledger = ledger_name(ns, cfg.name)
             entries = read_rollback_ledger(ledger)
@@ -214,15 +251,24 @@ def guarded_rollback(
             logger.info("%s; this is one more", decision.message)
             record_automatic_rollback(ledger, entries, LedgerEntry(now, _run_id(), reason[:100]))
             recent += 1
-        run = kubernetes_rollback if procedure == "kubernetes_rollback" else canary_rollback
         try:
             with started_by(trigger):
-                report = run(
-                    service=cfg.name,
-                    environment=cfg.environment,
-                    dry_run=dry_run,
-                    skip_confirmation=True,  # automatic rollbacks never ask
-                )
+                if procedure == "kubernetes_rollback":
+                    report = kubernetes_rollback(
+                        service=cfg.name,
+                        environment=cfg.environment,
+                        dry_run=dry_run,
+                        skip_confirmation=True,  # automatic rollbacks never ask
+                        target=target,
+                        known_good_minutes=known_good_minutes,
+                    )
+                else:
+                    report = canary_rollback(
+                        service=cfg.name,
+                        environment=cfg.environment,
+                        dry_run=dry_run,
+                        skip_confirmation=True,
+                    )
         except RollbackRefusedError as exc:
             message = str(exc)
             if automatic and not dry_run:

@@ -6,11 +6,15 @@ pods, events and logs → markdown report.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
+from pydantic import Field
 
 from flows.approval import approve_the_plan
+from flows.known_good import find_last_good
 from flows.notices import current_trigger, started_by
 from flows.rollback_steps import (
     Settled,
@@ -20,10 +24,13 @@ from flows.rollback_steps import (
     publish_dry_run,
     wait_verify_and_report,
 )
+from playbook.errors import InvalidInputError, RollbackError
+from playbook.guard import RollbackRefusedError
 from playbook.incident import ManualReason
+from playbook.known_good import KnownGoodChoice, Verdict
 from playbook.report import RollbackReport, Stopwatch
 from playbook.results import patch_text
-from playbook.services import load_service
+from playbook.services import ServiceConfig, load_service
 from tasks.kubernetes import (
     read_deployment_status,
     read_rollout_history,
@@ -44,8 +51,14 @@ def kubernetes_rollback(
     skip_confirmation: bool | None = None,
     reason: ManualReason | None = None,
     comment: str = "",
+    target: Literal["previous", "last-good"] = "previous",
+    known_good_minutes: Annotated[float, Field(gt=0, le=30 * 24 * 60)] | None = None,
 ) -> RollbackReport:
-    """Roll a service's Deployment back to its previous revision, or to `to_revision`.
+    """Roll a service's Deployment back to its previous revision, to `to_revision`, or to
+    the last revision known to be good (`target="last-good"`).
+
+    Either way the report has every revision's table (version, when it was current, its own
+    error rate and P99 from Prometheus, verdict) and says whether the target is known good.
 
     Repeating is safe: a second attempt of the same flow run (a Prefect retry, a resubmitted
     run) finds its change already made and only waits and verifies. A new run without
@@ -68,17 +81,25 @@ def kubernetes_rollback(
         reason: Why a person rolls back: one of the playbook's Manual Rollback Indicators
             (carried into the notices, the audit events and the review).
         comment: A free comment on the reason.
+        target: `previous` (kubectl's meaning, or `to_revision`) or `last-good`: the newest
+            earlier revision that was current for at least `known_good_minutes` while its
+            version's error rate and P99 stayed under their critical thresholds; refused when
+            none is (nothing changed).
+        known_good_minutes: How long a revision must have been current to be known good;
+            the service's `known_good_minutes` (30 by default) when None.
 
     Raises:
         InvalidInputError: unknown service, or a revision that does not exist (nothing changed).
         RollbackRefusedError: another rollback of the service runs, or this tool rolled it back
-            within `repeat_guard_minutes` and neither `to_revision` nor `force` is given
-            (nothing changed).
+            within `repeat_guard_minutes` and neither `to_revision` nor `force` is given, or
+            `last-good` finds no earlier revision known to be good (nothing changed).
         RolloutFailedError: the rollout exceeded its deadline; names the pods' waiting reasons.
         VerificationFailedError: the rollout finished but pods are not ready.
     """
     logger = get_run_logger()
     cfg = load_service(service, namespace, environment)
+    if target == "last-good" and to_revision is not None:
+        raise InvalidInputError("give either to_revision or target='last-good', not both")
     with (
         one_rollback_at_a_time(cfg, "kubernetes-rollback", dry_run),
         started_by(current_trigger(reason, comment)),
@@ -95,6 +116,8 @@ def kubernetes_rollback(
                 dry_run=True,
                 suspend_gitops=suspend_gitops,
                 force=force,
+                target=target,
+                known_good_minutes=known_good_minutes,
             ),
         )
         ns, name = cfg.namespace, cfg.deployment
@@ -112,6 +135,17 @@ def kubernetes_rollback(
             before.desired_replicas,
             "; ".join(f"{r.number}: {dict(r.images).get(cfg.container)}" for r in history),
         )
+
+        with watch.step("find the last known-good revision"):
+            minutes = known_good_minutes or cfg.known_good_minutes
+            known, unknown_why = _known_good(cfg, minutes, required=target != "previous")
+        if target == "last-good":
+            if known is None or known.target is None:
+                raise RollbackRefusedError(
+                    f"not rolled back: {known.message if known else unknown_why}"
+                )
+            to_revision = known.target.span.number
+            logger.info("%s: rolling back to it", known.message)
 
         with watch.step("check GitOps owner"):
             gitops = keep_gitops_from_reverting(cfg, suspend_gitops, dry_run)
@@ -140,7 +174,13 @@ def kubernetes_rollback(
             outcome=f"dry run: {plan.summary}",
             changed=False,
             dry_run=dry_run,
-            details=(*gitops, *(f"Warning: {w}" for w in undo.config_warnings), *approval),
+            details=(
+                _target_known(known, unknown_why, plan.target.number),
+                *gitops,
+                *(f"Warning: {w}" for w in undo.config_warnings),
+                *approval,
+            ),
+            revisions=tuple(known.rows()) if known else (),
         )
         if dry_run:
             text = f"dry run: would {plan.summary}" if not plan.already_current else plan.summary
@@ -165,3 +205,26 @@ def kubernetes_rollback(
         return wait_verify_and_report(
             cfg, report, watch, changed=undo.applied, settle=settle, outcome=outcome
         )
+
+
+def _known_good(
+    cfg: ServiceConfig, minutes: float, required: bool
+) -> tuple[KnownGoodChoice | None, str]:
+    """The revisions' evidence; when not `required`, a failure to read it is only reported."""
+    try:
+        return find_last_good(cfg, minutes), ""
+    except (RollbackError, InvalidInputError) as exc:
+        if required:
+            raise
+        get_run_logger().warning("could not tell which revision is known good: %s", exc)
+        return None, f"could not tell which revision is known good: {exc}"
+
+
+def _target_known(known: KnownGoodChoice | None, unknown_why: str, number: int) -> str:
+    """Whether the revision rolled back to is known good, as a report line."""
+    evidence = known.of(number) if known else None
+    if evidence is None:
+        return f"Target revision {number}: {unknown_why or 'not among the revisions read'}"
+    if evidence.verdict is Verdict.GOOD:
+        return f"Target {evidence.describe()}"
+    return f"Target revision {number} is NOT known good: {evidence.describe()}"

@@ -58,6 +58,8 @@ class RollbackReport:
     details: tuple[str, ...] = field(default_factory=tuple)
     verification: Checklist | None = None
     """The playbook's checklist, run once the change settled (None: not run)."""
+    revisions: tuple[dict[str, str], ...] = ()
+    """Each revision: version, when it was current, its error rate and P99, the verdict."""
 
     def to_markdown(self) -> str:
         """The report as markdown: summary table, durations, the exact change, pods, events."""
@@ -84,6 +86,14 @@ class RollbackReport:
         lines += [f"| {name} | {seconds:.2f} |" for name, seconds in self.durations]
         if self.details:
             lines += ["", "## Details", ""] + [f"- {d}" for d in self.details]
+        if self.revisions:
+            header = list(self.revisions[0])
+            lines += ["", "## Revisions: which is known good", ""]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += [
+                "| " + " | ".join(_cell(row.get(h, "")) for h in header) + " |"
+                for row in self.revisions
+            ]
         if self.verification is not None:
             summary = " ".join(self.verification.summary().splitlines())  # one heading line
             lines += [

@@ -165,6 +165,9 @@ class ServiceConfig(_Frozen):
     """After this tool rolls the Deployment back, an undo to "the previous revision" within
     this time is refused (it would restore the version just removed) unless a revision is
     named or forced; 0 turns the guard off."""
+    known_good_minutes: float = Field(default=30.0, gt=0, le=30 * 24 * 60)
+    """How long a revision must have been current (with its version's error rate and P99
+    under critical all along) to be known good: where alert-started rollbacks go."""
 
     @model_validator(mode="before")
     @classmethod

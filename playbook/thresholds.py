@@ -33,6 +33,12 @@ PromDuration = Annotated[str, Field(pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$")]
 """A Prometheus duration such as `30s`, `5m` or `1h30m`."""
 
 _PLACEHOLDERS = {"service", "window"}
+_SERVICE_SELECTOR = 'service="$service"'
+
+
+def _quoted(value: str) -> str:
+    """A PromQL double-quoted string."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Level(StrEnum):
@@ -130,13 +136,36 @@ class Indicator(_Frozen):
             return Level.WARNING
         return Level.OK
 
-    def render(self, service: str, window: str | None = None) -> str:
-        """The PromQL query for `service` over `window` (this indicator's window by default)."""
+    def render(
+        self, service: str, window: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> str:
+        """The PromQL query for `service` over `window` (this indicator's window by default).
+
+        `labels` (e.g. `{"version": "v1.2.3"}`) are added as matchers to every selector of the
+        service (`service="$service"`), so the query reads only those series.
+
+        Raises:
+            InvalidInputError: a malformed window, a bad label name, or `labels` for a query
+                that does not select the service as `service="$service"`.
+        """
         chosen = window or self.window
         if not re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", chosen):
             raise InvalidInputError(f"malformed Prometheus duration {chosen!r} (e.g. 30s, 5m)")
-        escaped = service.replace("\\", "\\\\").replace('"', '\\"')
-        return " ".join(Template(self.query).substitute(service=escaped, window=chosen).split())
+        query = self.query
+        if labels:
+            if _SERVICE_SELECTOR not in query:
+                raise InvalidInputError(
+                    f"the {self.name} query selects no `{_SERVICE_SELECTOR}`, so it cannot be "
+                    f"narrowed to {dict(labels)}"
+                )
+            extra = ""
+            for label, value in labels.items():
+                if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
+                    raise InvalidInputError(f"malformed Prometheus label name {label!r}")
+                extra += f",{label}=" + _quoted(value).replace("$", "$$")
+            query = query.replace(_SERVICE_SELECTOR, _SERVICE_SELECTOR + extra)
+        rendered = Template(query).substitute(service=_quoted(service)[1:-1], window=chosen)
+        return " ".join(rendered.split())
 
     def condition(self, threshold: float) -> str:
         """The breach condition as text, e.g. `> 1 %`."""

@@ -34,7 +34,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from stack.config import DEMO_PORTS, REPO_DIR, state_root
-from stack.local import LocalStack, StackState
+from stack.local import KNOWN_GOOD_SECONDS, LocalStack, StackState
 from stack.prometheus import error_ratio_expr
 from stack.sink import WebhookSink
 
@@ -116,9 +116,12 @@ def tell(state: StackState, sink: WebhookSink) -> Timeline:
         story.append((at or datetime.now(UTC), what, link))
         _say(what)
 
+    deployed = time.monotonic()
     _deploy(api, f"{IMAGE}:{GOOD}")
     _wait_rolled_out(apps)
     _wait_error_ratio(state, lambda r: r < 0.01, "be calm")
+    # the alert's rollback goes to the last known-good revision: let this one become it
+    time.sleep(max(0.0, deployed + KNOWN_GOOD_SECONDS + 1 - time.monotonic()))
     step(f"rag-api {GOOD} serving in {NAMESPACE}, error ratio 0 %")
     tag = f"rollback-target:{NAMESPACE}/rag-api"
     before = {r.id for r in _runs(FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))}

@@ -46,6 +46,8 @@ from stack.processes import (
 # Where Alertmanager sends alerts when no receiver is configured: the discard port, so that
 # alerts are still evaluated and visible in Alertmanager's UI.
 NO_WEBHOOK = "http://127.0.0.1:9/alerts"
+KNOWN_GOOD_SECONDS = 6.0
+"""How long a revision must have been current to be known good, in the stack's services."""
 # The services the flows know, as shipped; the stack's copy points them at the simulator.
 SERVICES_FILE = REPO_DIR / "deployments" / "services.yaml"
 # How long an alert condition must hold before it fires, in the local stack.
@@ -228,6 +230,8 @@ class LocalStack:
             service["version_url"] = f"{state.simulator_url}/version"
             # GitHub is out of reach here: image_rollback skips the registry check.
             service.pop("registry", None)
+            # The demo's and the tests' good releases serve for seconds, not half an hour.
+            service["known_good_minutes"] = KNOWN_GOOD_SECONDS / 60
         Path(state.env()["ROLLBACK_FLOWS_SERVICES"]).write_text(yaml.safe_dump(services))
 
     def _check_ports(self) -> None:

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import pandas as pd
@@ -249,3 +250,28 @@ def values_at(points: Sequence[Point], times: Sequence[datetime]) -> list[float 
     """The series' value at each of `times`, to the second; None where it has no point."""
     by_second = {int(at.timestamp()): value for at, value in points}
     return [by_second.get(int(t.timestamp())) for t in times]
+
+
+@task(
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_condition_fn,
+    timeout_seconds=300,
+    cache_policy=NO_CACHE,
+)
+def read_values_at(
+    url: str, query: str, times: Sequence[datetime], settings: PrometheusSettings | None = None
+) -> tuple[float | None, ...]:
+    """The one series `query` has at each of `times` (whole seconds, evenly spaced), in one
+    range query; None where it has no data or NaN.
+
+    Raises:
+        InvalidInputError: uneven times, or the query returned several series.
+    """
+    if not times:
+        return ()
+    step = times[1] - times[0] if len(times) > 1 else timedelta(seconds=1)
+    if any(later - earlier != step for earlier, later in pairwise(times)):
+        raise InvalidInputError(f"times must be evenly spaced, got {list(times)}")
+    points = read_series.fn(url, query, times[0], times[-1], step, settings)
+    return tuple(values_at(points, times))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
@@ -44,6 +45,7 @@ from playbook.errors import (
     translate_error,
     translating,
 )
+from playbook.known_good import RevisionSpan, revision_spans
 from playbook.provenance import FIELD_MANAGER
 from playbook.rollout import owned_replicasets, revision_of
 from tasks.kubernetes import (
@@ -243,3 +245,13 @@ def read_revision_created(namespace: str, name: str, revision: int) -> str | Non
             created = (rs.get("metadata") or {}).get("creationTimestamp")
             return str(created) if created else None
     return None
+
+
+@kubernetes_api_task
+def read_revision_spans(namespace: str, name: str, container: str) -> tuple[RevisionSpan, ...]:
+    """Each revision the Deployment still has, newest first: its version (the image tag of
+    `container`) and when it was current, as the cluster records it."""
+    deployment = get_deployment(namespace, name)
+    return revision_spans(
+        deployment, get_replicasets(namespace, deployment), container, datetime.now(UTC)
+    )

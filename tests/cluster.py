@@ -171,6 +171,7 @@ def use_services(
     timeout: float = 60,
     registry_url: str | None = None,
     token_secret: str = "it-github-token",
+    known_good_minutes: float = 30.0,
 ) -> None:
     """Point the flows at a services file describing `rag-api` in the test's namespace."""
     registry = (
@@ -195,6 +196,7 @@ services:
     container: rag-api
     image_repository: {REPOSITORY}
     rollout_timeout_seconds: {timeout}
+    known_good_minutes: {known_good_minutes}
     canary:
       deployment: rag-api-canary
       virtual_service: rag-api

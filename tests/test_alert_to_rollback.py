@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 from playbook.notices import duration_text
 from playbook.post_rollback import POST_ROLLBACK_ENV
 from receiver.config import load_config
-from stack.local import StackState
+from stack.local import KNOWN_GOOD_SECONDS, StackState
 from stack.processes import free_port, stop
 from stack.prometheus import (
     render_prometheus_config,
@@ -122,9 +123,12 @@ def test_a_bad_release_is_rolled_back_from_its_alert(
     forget_rollbacks(ledger_name(ns, "rag-api"))
     runs_before = {run.id for run in runs_tagged(tag)}
 
+    deployed = time.monotonic()
     apps.create_namespaced_deployment(ns, deployment_body(f"{REPOSITORY}:{GOOD}"))
     wait_rolled_out(apps, ns, "rag-api")
     eventually(lambda: error_ratio(pipeline.prometheus_url) == 0.0, 40, "a calm error ratio")
+    # the alert's rollback goes to the last known-good revision: let this one become it
+    time.sleep(max(0.0, deployed + KNOWN_GOOD_SECONDS + 1 - time.monotonic()))
 
     released = datetime.now(UTC)
     apps.patch_namespaced_deployment(
@@ -220,9 +224,12 @@ def test_the_incident_is_told_and_reviewed_from_its_alert(
     notices_before = len(alert_sink.received(NOTICES_PATH))
     # the previous test's Deployment is gone with its ReplicaSets (garbage collected)
     eventually(lambda: not apps.list_namespaced_replica_set(ns).items, 60, "no ReplicaSet left")
+    deployed = time.monotonic()
     apps.create_namespaced_deployment(ns, deployment_body(f"{REPOSITORY}:{GOOD}"))
     wait_rolled_out(apps, ns, "rag-api")
     eventually(lambda: error_ratio(pipeline.prometheus_url) == 0.0, 40, "a calm error ratio")
+    # the alert's rollback goes to the last known-good revision: let this one become it
+    time.sleep(max(0.0, deployed + KNOWN_GOOD_SECONDS + 1 - time.monotonic()))
     apps.patch_namespaced_deployment(
         "rag-api",
         ns,
