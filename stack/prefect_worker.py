@@ -52,18 +52,26 @@ def deploy_all(api_url: str, home: Path) -> None:
     _prefect("deploy", "--all", env=env)
 
 
-def start_worker(api_url: str, home: Path, env: dict[str, str], log_path: Path) -> int:
-    """Start a process worker polling the local pool every second; return its pid."""
+def start_worker(
+    api_url: str,
+    home: Path,
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    pool: str = WORK_POOL,
+    name: str = "local-worker",
+) -> int:
+    """Start a process worker polling `pool` every second; return its pid."""
     argv = [
         str(Path(sys.executable).with_name("prefect")),
         "worker",
         "start",
         "--pool",
-        WORK_POOL,
+        pool,
         "--type",
         "process",
         "--name",
-        "local-worker",
+        name,
     ]
     worker_env = {
         **env,

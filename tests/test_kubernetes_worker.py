@@ -21,12 +21,12 @@ from accounts import RBAC, WORKER, apply_manifest, service_account_kubeconfig
 from cluster import eventually
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from pools import pool_with_deployment
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
 from stack.config import REPO_DIR
 from stack.local import StackState
-from stack.prefect_worker import _prefect
 from stack.processes import start, stop, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
@@ -45,29 +45,13 @@ def defaults() -> dict[str, Any]:
 @pytest.fixture
 def kubernetes_pool(local_stack: StackState, tmp_path: Path) -> Iterator[str]:
     """A `kubernetes` work pool made from the shipped base job template, with
-    verify-rollback deployed to it from prefect.yaml; both deleted afterwards."""
+    verify-rollback deployed to it from prefect.yaml (the code in the image's home)."""
     pool = f"kubernetes-{uuid.uuid4().hex[:8]}"
-    assert local_stack.prefect_api_url is not None
-    env = {
-        "PREFECT_API_URL": local_stack.prefect_api_url,
-        "ROLLBACK_FLOWS_HOME": HOME_IN_IMAGE,
-        "ROLLBACK_FLOWS_WORK_POOL": pool,
-    }
-    _prefect(
-        "work-pool", "create", pool, "--type", "kubernetes",
-        "--base-job-template", str(TEMPLATE), env=env,
-    )  # fmt: skip
-    # prefect.yaml's verify-rollback, under its own name so the stack's deployment stays.
-    project = yaml.safe_load((REPO_DIR / "prefect.yaml").read_text())
-    [verify] = [d for d in project["deployments"] if d["flow_name"] == "verify-rollback"]
-    project["deployments"] = [{**verify, "name": pool}]
-    prefect_file = tmp_path / "prefect.yaml"
-    prefect_file.write_text(yaml.safe_dump(project))
-    _prefect("deploy", "--prefect-file", str(prefect_file), "--all", env=env)
-    yield pool
-    with get_client(sync_client=True) as prefect:
-        prefect.delete_deployment(prefect.read_deployment_by_name(f"verify-rollback/{pool}").id)
-        prefect.delete_work_pool(pool)
+    with pool_with_deployment(
+        local_stack, pool, "kubernetes", "verify-rollback", "default",
+        Path(HOME_IN_IMAGE), tmp_path, "--base-job-template", str(TEMPLATE),
+    ):  # fmt: skip
+        yield pool
 
 
 @pytest.fixture
