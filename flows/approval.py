@@ -24,8 +24,7 @@ from prefect.logging import get_run_logger
 from pydantic import Field
 
 from flows.rollback_steps import publish_report
-from playbook.errors import NotFoundError
-from playbook.guard import RollbackRefusedError
+from playbook.errors import NotFoundError, RollbackRefusedError
 from playbook.report import RollbackReport
 from playbook.services import ServiceConfig
 from tasks.kubernetes import list_pods, read_deployment_status

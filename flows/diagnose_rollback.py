@@ -38,8 +38,13 @@ from playbook.diagnosis import (
     restart_patch,
     restart_plan_markdown,
 )
-from playbook.errors import InvalidInputError, NotFoundError, RollbackError, RolloutFailedError
-from playbook.guard import RollbackRefusedError
+from playbook.errors import (
+    InvalidInputError,
+    NotFoundError,
+    RollbackError,
+    RollbackRefusedError,
+    RolloutFailedError,
+)
 from playbook.post_rollback import load_post_rollback
 from playbook.provenance import FIELD_MANAGER
 from playbook.results import patch_text

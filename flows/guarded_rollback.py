@@ -27,11 +27,10 @@ from flows.known_good import find_last_good
 from flows.kubernetes_rollback import kubernetes_rollback
 from flows.notices import started_by, tell
 from flows.rollback_steps import one_rollback_at_a_time
-from playbook.errors import RollbackError
+from playbook.errors import RollbackError, RollbackRefusedError
 from playbook.guard import (
     DEFAULT_MAX_AUTOMATIC_PER_HOUR,
     LedgerEntry,
-    RollbackRefusedError,
     before_release_window,
     check_cap,
     judge_recheck,

@@ -24,8 +24,7 @@ from flows.rollback_steps import (
     publish_dry_run,
     wait_verify_and_report,
 )
-from playbook.errors import InvalidInputError, RollbackError
-from playbook.guard import RollbackRefusedError
+from playbook.errors import InvalidInputError, RollbackError, RollbackRefusedError
 from playbook.incident import ManualReason
 from playbook.known_good import KnownGoodChoice, Verdict
 from playbook.report import RollbackReport, Stopwatch

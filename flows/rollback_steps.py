@@ -22,8 +22,13 @@ from prefect.runtime import flow_run
 from flows.notices import current_trigger, tell
 from flows.verify_rollback import check_the_service
 from playbook.checks import Checklist
-from playbook.errors import RollbackError, TransientError, VerificationFailedError
-from playbook.guard import RollbackRefusedError, lifetime_window
+from playbook.errors import (
+    RollbackError,
+    RollbackRefusedError,
+    TransientError,
+    VerificationFailedError,
+)
+from playbook.guard import lifetime_window
 from playbook.incident import StartedBy, audit_payload, deployment_resource
 from playbook.notices import Cause, infrastructure_evidence
 from playbook.post_rollback import load_post_rollback

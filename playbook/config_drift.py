@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from playbook.diagnosis import ObjectRef, pod_template
-from playbook.guard import RollbackRefusedError
+from playbook.errors import RollbackRefusedError
 from playbook.rollout import owned_replicasets, revision_of
 
 

@@ -25,15 +25,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from playbook.errors import InvalidInputError, PermanentError
+from playbook.errors import InvalidInputError
 from playbook.thresholds import Indicator
 
 DEFAULT_MAX_AUTOMATIC_PER_HOUR = 3
 CAP_WINDOW = timedelta(hours=1)
-
-
-class RollbackRefusedError(PermanentError):
-    """Another rollback of the same service holds its lock; this one was refused, not queued."""
 
 
 class CanaryTriggers(BaseModel):

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from playbook.errors import InvalidInputError
-from playbook.guard import RollbackRefusedError
+from playbook.errors import InvalidInputError, RollbackRefusedError
 from playbook.rollout import (
     CHANGE_CAUSE_ANNOTATION,
     owned_replicasets,

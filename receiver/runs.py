@@ -25,7 +25,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import ObjectNotFound
 
-from playbook.errors import InvalidInputError, translating
+from playbook.errors import InvalidInputError
+from tasks.boundary import translating
 
 ACTIVE_STATES = [
     StateType.SCHEDULED,

@@ -30,8 +30,9 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.variables import Variable
 
-from playbook.errors import retry_condition_fn, translating
-from playbook.guard import LedgerEntry, RollbackRefusedError, parse_ledger, record
+from playbook.errors import RollbackRefusedError
+from playbook.guard import LedgerEntry, parse_ledger, record
+from tasks.boundary import retry_condition_fn, translating
 
 LEASE_SECONDS = 60.0
 """Lease of a held lock; renewed while the holder runs, expires if it dies."""

@@ -17,7 +17,8 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from pydantic import TypeAdapter
 
-from playbook.errors import InvalidInputError, retry_condition_fn
+from playbook.errors import InvalidInputError
+from tasks.boundary import retry_condition_fn
 
 MONITOR_FLOW = "post-rollback-monitor"
 

@@ -10,7 +10,6 @@ clear errors; rate limits (403/429 with `retry-after` or `x-ratelimit-reset`) ar
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -20,10 +19,7 @@ from uuid import UUID
 import httpx
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 
 from playbook.actions import (
     PENDING_STATUSES,
@@ -40,11 +36,10 @@ from playbook.errors import (
     NotFoundError,
     RateLimitedError,
     RolloutFailedError,
-    error_for_status,
-    retry_condition_fn,
-    translating,
 )
 from playbook.services import ActionsConfig
+from tasks.boundary import error_for_status, retry_condition_fn, run_logger, translating
+from tasks.secrets import load_secret
 
 GITHUB_HEADERS = {
     "Accept": "application/vnd.github+json",
@@ -55,32 +50,17 @@ MAX_RATE_LIMIT_WAITS = 5
 MAX_PAGES = 10
 
 
-def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
-
-
 def load_actions_token(block_name: str) -> str:
     """The token stored in the Prefect Secret block `block_name`.
 
     Raises:
         AccessDeniedError: the block does not exist or is empty.
     """
-    try:
-        secret = cast("Secret[str]", Secret.load(block_name))
-    except ValueError as exc:
-        raise AccessDeniedError(
-            f"no GitHub Actions token: the Prefect Secret block {block_name!r} does not exist "
-            f"(create it with `prefect block create secret`; the token needs actions: write)"
-        ) from exc
-    token = secret.get()
-    if not isinstance(token, str) or not token.strip():
-        raise AccessDeniedError(
-            f"no GitHub Actions token: the Secret block {block_name!r} is empty"
-        )
-    return token.strip()
+    return load_secret(
+        block_name,
+        "no GitHub Actions token",
+        " (create it with `prefect block create secret`; the token needs actions: write)",
+    )
 
 
 class ActionsApi:
@@ -130,7 +110,7 @@ class ActionsApi:
                         f"it asks to wait {wait:.0f} s more, past the {self._max_wait:.0f} s "
                         "this run waits"
                     )
-                _log().warning(
+                run_logger().warning(
                     "%s: GitHub rate limit (HTTP %s); waiting %.0f s as it asks",
                     what,
                     response.status_code,
@@ -217,7 +197,7 @@ def dispatch_workflow(actions: ActionsConfig, token: str, inputs: dict[str, str]
     second one would start a second rollback; the flow looks for its run before dispatching.
     """
     ActionsApi(actions, token).dispatch(inputs)
-    _log().info(
+    run_logger().info(
         "dispatched %s of %s at %s with %s",
         actions.workflow,
         actions.repository,
@@ -249,7 +229,7 @@ def find_workflow_run(
     while True:
         run = find_marked_run(api.list_runs(since), marker)
         if run is not None:
-            _log().info("found %s", run.describe())
+            run_logger().info("found %s", run.describe())
             return run
         if not wait:
             return None
@@ -278,7 +258,7 @@ def follow_workflow_run(actions: ActionsConfig, token: str, run: WorkflowRun) ->
         RolloutFailedError: the run did not complete within `run_timeout_seconds`.
     """
     api = ActionsApi(actions, token)
-    logger = _log()
+    logger = run_logger()
     deadline = time.monotonic() + actions.run_timeout_seconds
     artifact: UUID | None = None
     last = ""

@@ -12,9 +12,10 @@ from typing import Any
 
 from kubernetes import client
 
-from playbook.errors import NotFoundError, translating
+from playbook.errors import NotFoundError
 from playbook.gitops import OwnerRef, OwnerState, find_owner, owner_state, suspend_patch
 from playbook.provenance import FIELD_MANAGER
+from tasks.boundary import translating
 from tasks.kubernetes import (
     MERGE_PATCH,
     REQUEST_TIMEOUT,

@@ -9,14 +9,11 @@ since it was read; that failure is a ConflictError, so the task retries from a f
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from kubernetes import client
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 
-from playbook.errors import VerificationFailedError, translating
+from playbook.errors import VerificationFailedError
 from playbook.provenance import FIELD_MANAGER
 from playbook.results import RouteRemoval, patch_text
 from playbook.services import Destination
@@ -26,18 +23,12 @@ from playbook.traffic import (
     stable_violations,
     virtual_service_state,
 )
+from tasks.boundary import run_logger, translating
 from tasks.kubernetes import JSON_PATCH, REQUEST_TIMEOUT, kube_client, kubernetes_api_task
 
 GROUP = "networking.istio.io"
 VERSION = "v1"
 PLURAL = "virtualservices"
-
-
-def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 def get_virtual_service(namespace: str, name: str) -> dict[str, Any]:
@@ -86,14 +77,16 @@ def remove_canary_routes(
     plan = plan_canary_removal(vs, canary, stable)
     rv = plan.resource_version
     if plan.nothing_to_do:
-        _log().info(
+        run_logger().info(
             "VirtualService %s/%s has no route or mirror to %s; nothing to do",
             namespace,
             name,
             canary,
         )
         return RouteRemoval(plan, False, dry_run, rv)
-    _log().info("JSON patch for VirtualService %s/%s:\n%s", namespace, name, patch_text(plan.patch))
+    run_logger().info(
+        "JSON patch for VirtualService %s/%s:\n%s", namespace, name, patch_text(plan.patch)
+    )
     api = client.CustomObjectsApi(kube_client())
     with translating(f"patch VirtualService {namespace}/{name}", guarded_patch=True):
         response = api.patch_namespaced_custom_object(

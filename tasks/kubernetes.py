@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import threading
@@ -27,8 +26,6 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 from urllib3.util.retry import Retry
 
 from playbook.config_drift import (
@@ -45,9 +42,6 @@ from playbook.errors import (
     NotFoundError,
     RolloutFailedError,
     TransientError,
-    retry_condition_fn,
-    translate_error,
-    translating,
 )
 from playbook.provenance import (
     FIELD_MANAGER,
@@ -70,6 +64,7 @@ from playbook.rollout import (
     rollout_status,
     set_image_patch,
 )
+from tasks.boundary import retry_condition_fn, run_logger, translate_error, translating
 
 REQUEST_TIMEOUT = (5.0, 30.0)
 """Connect and read timeouts of every API call, in seconds."""
@@ -102,13 +97,6 @@ here: Prefect retries the task, and only what is transient."""
 
 _clients: dict[tuple[str, float, str | None], client.ApiClient] = {}
 _clients_lock = threading.Lock()
-
-
-def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 _context: ContextVar[str | None] = ContextVar("kubernetes_context", default=None)
@@ -336,7 +324,7 @@ def undo_deployment(
     )
     retried = _attempt() > 1
     if resume is not None:
-        _log().info(
+        run_logger().info(
             "this flow run already made the change (%s)%s; not undoing again",
             resume.mark.describe(),
             "; the earlier attempt's patch had landed although it reported a failure"
@@ -349,7 +337,7 @@ def undo_deployment(
         plan = UndoPlan(namespace, name, resume.mark.from_revision, current, False, ())
         return UndoResult(plan, True, dry_run, generation, generation, rv, resumed=True)
     if retried and not dry_run:
-        _log().info(
+        run_logger().info(
             "re-read after a failed attempt: Deployment %s/%s carries no change of this flow "
             "run (a patch it sent did not land); deciding again from the Deployment as it is",
             namespace,
@@ -357,7 +345,7 @@ def undo_deployment(
         )
     plan = plan_undo(deployment, replicasets, to_revision)
     if plan.already_current:
-        _log().info(plan.summary)
+        run_logger().info(plan.summary)
         return UndoResult(plan, False, dry_run, generation, generation, rv)
     target = next(rs for rs in replicasets if rs["metadata"]["name"] == plan.target.replicaset)
     refs = referenced_objects((target.get("spec") or {}).get("template") or {})
@@ -368,7 +356,7 @@ def undo_deployment(
         target_stopped_at(deployment, replicasets, plan.target.number),
     )
     for warning in config.warnings:
-        _log().warning("%s", warning)
+        run_logger().warning("%s", warning)
     mark = RollbackMark(
         flow_run_id=intent_id or "unknown",
         from_revision=plan.current_revision,
@@ -401,7 +389,7 @@ def undo_deployment(
             plan, False, True, generation, generation, rv, config_warnings=config.warnings
         )
     meta = patched["metadata"]
-    _log().info("%s: done (generation %s)", plan.summary, meta.get("generation"))
+    run_logger().info("%s: done (generation %s)", plan.summary, meta.get("generation"))
     return UndoResult(
         plan,
         True,
@@ -427,7 +415,7 @@ def set_deployment_image(
     before = status.image_of(container)
     patch = set_image_patch(container, image, change_cause)
     if before == image:
-        _log().info("%s/%s container %s already runs %s", namespace, name, container, image)
+        run_logger().info("%s/%s container %s already runs %s", namespace, name, container, image)
         return ImageChange(namespace, name, container, before, image, patch, False, dry_run)
     apps = client.AppsV1Api(kube_client())
     with translating(f"set image of Deployment {namespace}/{name} container {container}"):
@@ -457,7 +445,7 @@ def scale_deployment(
     except NotFoundError:
         if not missing_ok:
             raise
-        _log().info("Deployment %s/%s does not exist; nothing to scale", namespace, name)
+        run_logger().info("Deployment %s/%s does not exist; nothing to scale", namespace, name)
         return ScaleChange(namespace, name, 0, replicas, False, dry_run, exists=False)
     before = int(current["spec"].get("replicas", 1))
     if before == replicas:
@@ -531,7 +519,7 @@ class _Progress:
             else:
                 update_progress_artifact(self._id, value, description=status.message)
         except Exception as exc:  # progress display must never fail a rollout
-            _log().debug("progress artifact not updated: %s", exc)
+            run_logger().debug("progress artifact not updated: %s", exc)
 
 
 @task(
@@ -557,13 +545,13 @@ def wait_for_rollout(namespace: str, name: str, timeout_seconds: float) -> Rollo
         except TransientError as exc:
             if time.monotonic() > deadline:
                 raise
-            _log().warning("reading the rollout failed, retrying: %s", exc)
+            run_logger().warning("reading the rollout failed, retrying: %s", exc)
             time.sleep(1.0)
             continue
         status = rollout_status(deployment)
         progress.update(status)
         if status.message != last_message:
-            _log().info(status.message)
+            run_logger().info(status.message)
             last_message = status.message
         if status.complete:
             return status
@@ -600,7 +588,7 @@ def _watch_until_changed(
                 raise err from exc
             time.sleep(1.0)
     except Exception as exc:  # a broken watch is re-established from a new read
-        _log().debug("watch of %s/%s ended: %s", namespace, name, exc)
+        run_logger().debug("watch of %s/%s ended: %s", namespace, name, exc)
         time.sleep(0.5)
     finally:
         w.stop()

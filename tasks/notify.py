@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import cast
 
 import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
-from playbook.errors import (
-    AccessDeniedError,
-    InvalidInputError,
-    error_for_status,
-    retry_condition_fn,
-    translate_error,
-)
+from playbook.errors import AccessDeniedError, InvalidInputError
+from tasks.boundary import error_for_status, retry_condition_fn, translate_error
+from tasks.secrets import load_secret
 
 WEBHOOK_URL_ENV = "ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL"
 SECRET_BLOCK_ENV = "ROLLBACK_FLOWS_NOTIFY_SECRET_BLOCK"
@@ -55,15 +50,7 @@ def webhook_url(secret_block: str | None = None) -> SecretStr:
     """
     secret_block = secret_block or os.environ.get(SECRET_BLOCK_ENV)
     if secret_block:
-        from prefect.blocks.system import Secret
-
-        try:
-            block = cast(Secret, Secret.load(secret_block))
-            value = str(block.get())
-        except ValueError as exc:
-            raise AccessDeniedError(
-                f"cannot load the Secret block {secret_block!r}: {exc}"
-            ) from exc
+        value = load_secret(secret_block, "no notification webhook")
     else:
         value = os.environ.get(WEBHOOK_URL_ENV, "")
     if not value:

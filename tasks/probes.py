@@ -14,9 +14,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from playbook.checks import ProbeResult, version_from_body
-from playbook.errors import InvalidInputError, retry_condition_fn, translate_error
+from playbook.errors import InvalidInputError
 from playbook.post_rollback import ProbeSettings
 from playbook.services import ServiceConfig
+from tasks.boundary import retry_condition_fn, translate_error
 
 SERVICE_URL_ENV = "ROLLBACK_FLOWS_SERVICE_URL"
 

@@ -13,35 +13,26 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
 import pandas as pd
-import requests
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from playbook.errors import (
     InvalidInputError,
-    NetworkError,
-    RequestTimeoutError,
-    RollbackError,
-    ServerError,
-    error_for_status,
-    retry_condition_fn,
 )
 from playbook.thresholds import PrometheusSettings
+from tasks.boundary import retry_condition_fn, translate_prometheus_error
 
 PROMETHEUS_URL_ENV = "ROLLBACK_FLOWS_PROMETHEUS_URL"
 MAX_POINTS_PER_QUERY = 10_000
 """Prometheus refuses more than 11,000 points per series in one range query."""
-
-_STATUS = re.compile(r"HTTP Status Code (\d+) \((.*)\)$", re.S)
 
 
 def resolve_prometheus_url(url: str | None = None) -> str:
@@ -75,25 +66,6 @@ def connect(url: str, settings: PrometheusSettings) -> PrometheusConnect:
         timeout=settings.timeout_seconds,
         disable_ssl=False,
     )
-
-
-def _translate(exc: Exception, what: str) -> RollbackError:
-    if isinstance(exc, PrometheusApiClientException):
-        found = _STATUS.search(str(exc))
-        if found:
-            detail = found.group(2)
-            message = re.search(r'"error":"((?:[^"\\]|\\.)*)"', detail)
-            return error_for_status(
-                int(found.group(1)), what, message.group(1) if message else detail[:300]
-            )
-        return ServerError(f"{what} failed: {exc}")
-    if isinstance(exc, requests.Timeout):
-        return RequestTimeoutError(f"{what} timed out: {exc}")
-    if isinstance(exc, requests.ConnectionError | requests.exceptions.RetryError):
-        return NetworkError(f"{what} failed: {exc}")
-    if isinstance(exc, ValueError):  # a body that is not Prometheus JSON
-        return ServerError(f"{what} answered something that is not Prometheus JSON: {exc}")
-    return NetworkError(f"{what} failed: {type(exc).__name__}: {exc}")
 
 
 def _utc(at: datetime) -> datetime:
@@ -168,7 +140,7 @@ def query_range(
     try:
         result = client.custom_query_range(query, first, last, step=f"{seconds:g}s")
     except Exception as exc:
-        raise _translate(exc, what) from exc
+        raise translate_prometheus_error(exc, what) from exc
     return range_frame(result)
 
 
@@ -192,7 +164,7 @@ def read_value(
     try:
         result = client.custom_query(query, params={"time": f"{_utc(at).timestamp():.3f}"})
     except Exception as exc:
-        raise _translate(exc, what) from exc
+        raise translate_prometheus_error(exc, what) from exc
     series = single_series(instant_frame(result), query)
     value = float(series.iloc[0]) if len(series) else math.nan
     return None if math.isnan(value) else value

@@ -6,19 +6,15 @@ the API's base URL is configurable so tests and GitHub Enterprise can point else
 
 from __future__ import annotations
 
-import logging
-from typing import cast
-
 import httpx
 from prefect import task
-from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 
-from playbook.errors import AccessDeniedError, NotFoundError, retry_condition_fn, translating
+from playbook.errors import NotFoundError
 from playbook.registry import TagCheck, find_tag, tags_of, versions_url
 from playbook.services import RegistryConfig
+from tasks.boundary import retry_condition_fn, run_logger, translating
+from tasks.secrets import load_secret
 
 MAX_PAGES = 50
 GITHUB_HEADERS = {
@@ -28,31 +24,18 @@ GITHUB_HEADERS = {
 }
 
 
-def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
-
-
 def load_registry_token(block_name: str) -> str:
     """The token stored in the Prefect Secret block `block_name`.
 
     Raises:
         AccessDeniedError: the block does not exist or is empty.
     """
-    try:
-        secret = cast("Secret[str]", Secret.load(block_name))
-    except ValueError as exc:
-        raise AccessDeniedError(
-            f"no registry token: the Prefect Secret block {block_name!r} does not exist "
-            f"(create it with `prefect block create secret` or Secret(value=...).save"
-            f"({block_name!r}))"
-        ) from exc
-    token = secret.get()
-    if not isinstance(token, str) or not token.strip():
-        raise AccessDeniedError(f"no registry token: the Secret block {block_name!r} is empty")
-    return token.strip()
+    return load_secret(
+        block_name,
+        "no registry token",
+        f" (create it with `prefect block create secret` or Secret(value=...).save"
+        f"({block_name!r}))",
+    )
 
 
 def find_image_tag(registry: RegistryConfig, tag: str, token: str) -> TagCheck:
@@ -77,7 +60,9 @@ def find_image_tag(registry: RegistryConfig, tag: str, token: str) -> TagCheck:
             versions = response.json()
             match = find_tag(versions, tag)
             if match is not None:
-                _log().info("registry has %s:%s (version %s)", registry.package, tag, match["id"])
+                run_logger().info(
+                    "registry has %s:%s (version %s)", registry.package, tag, match["id"]
+                )
                 return TagCheck(registry.package, tag, int(match["id"]), str(match["name"]), pages)
             seen.extend(t for v in versions for t in tags_of(v))
             url = response.links.get("next", {}).get("url")

@@ -38,16 +38,11 @@ from playbook.diagnosis import (
     service_facts,
     workload,
 )
-from playbook.errors import (
-    AccessDeniedError,
-    InvalidInputError,
-    NotFoundError,
-    translate_error,
-    translating,
-)
+from playbook.errors import AccessDeniedError, InvalidInputError, NotFoundError
 from playbook.known_good import RevisionSpan, revision_spans
 from playbook.provenance import FIELD_MANAGER
 from playbook.rollout import owned_replicasets, revision_of
+from tasks.boundary import translate_error, translating
 from tasks.kubernetes import (
     OBJECT_PATHS,
     REQUEST_TIMEOUT,

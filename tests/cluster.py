@@ -86,17 +86,26 @@ def wait_settled(
 
 
 def build_history(
-    apps: client.AppsV1Api, namespace: str, versions: list[str], name: str = "rag-api", **spec: Any
+    apps: client.AppsV1Api,
+    namespace: str,
+    versions: list[str],
+    name: str = "rag-api",
+    serve_seconds: float = 0.0,
+    **spec: Any,
 ) -> None:
     """Create the Deployment at versions[0], then set each next version (revision 1, 2, ...).
 
-    Versions that contain a failure token are not waited for beyond their ReplicaSet.
+    Each version but the last serves `serve_seconds` before the next is set (an alert's
+    release-cause check reads the previous revision's own stretch from Prometheus, which
+    scrapes every second here). Versions that contain a failure token are not waited for
+    beyond their ReplicaSet.
     """
     apps.create_namespaced_deployment(
         namespace, deployment_body(f"{REPOSITORY}:{versions[0]}", name=name, **spec)
     )
     wait_rolled_out(apps, namespace, name)
     for number, version in enumerate(versions[1:], start=2):
+        time.sleep(serve_seconds)
         apps.patch_namespaced_deployment(
             name,
             namespace,

@@ -12,9 +12,10 @@ from cluster import REPOSITORY, deployment_body, snapshot, use_services, wait_ro
 from kubernetes import client
 
 from flows.canary_rollback import canary_rollback
-from playbook.errors import ConflictError, InvalidInputError, translate_error
+from playbook.errors import ConflictError, InvalidInputError
 from playbook.services import Destination
 from playbook.traffic import plan_canary_removal
+from tasks.boundary import translate_error
 from tasks.istio import remove_canary_routes
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]

@@ -35,7 +35,7 @@ from prefect.client.orchestration import get_client
 
 from flows.guarded_rollback import guarded_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
-from playbook.guard import RollbackRefusedError
+from playbook.errors import RollbackRefusedError
 from playbook.provenance import ROLLBACK_MARK_ANNOTATION, parse_mark
 from playbook.services import SERVICES_ENV
 from playbook.thresholds import DEFAULT_MATRIX_FILE, MATRIX_ENV
@@ -211,7 +211,7 @@ def test_an_alert_that_no_longer_breaches_is_refused(
     ns = simulator_namespace
     use_services(monkeypatch, tmp_path, ns)
     forget_rollbacks(ledger_name(ns, "rag-api"))
-    build_history(apps, ns, [GOOD, BAD])
+    build_history(apps, ns, [GOOD, BAD], serve_seconds=4)
     eventually(
         lambda: (error_ratio(local_stack.prometheus_url) or 0) > 0.1, 40, "the bad error ratio"
     )
@@ -371,7 +371,7 @@ def test_a_second_bad_release_soon_after_a_rollback_is_rolled_back_from_its_aler
     matrix["indicators"]["error_rate"]["window"] = "30s"  # 5 min in production
     (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(matrix))
     monkeypatch.setenv(MATRIX_ENV, str(tmp_path / "matrix.yaml"))
-    build_history(apps, ns, [GOOD, BAD])
+    build_history(apps, ns, [GOOD, BAD], serve_seconds=4)
     bad = lambda: (error_ratio(local_stack.prometheus_url) or 0) > 0.1  # noqa: E731
     eventually(bad, 40, "the bad error ratio")
     time.sleep(10)  # the first bad release's errors fill most of a window

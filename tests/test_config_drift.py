@@ -22,7 +22,7 @@ from playbook.config_drift import (
     target_stopped_at,
 )
 from playbook.diagnosis import ObjectRef
-from playbook.guard import RollbackRefusedError
+from playbook.errors import RollbackRefusedError
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

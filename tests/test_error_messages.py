@@ -19,10 +19,8 @@ from playbook.errors import (
     PermanentError,
     RequestTimeoutError,
     ServerError,
-    error_for_status,
-    retry_condition_fn,
-    translate_error,
 )
+from tasks.boundary import error_for_status, retry_condition_fn, translate_error
 
 
 def api(status: int, body: Any = None, reason: str = "Reason") -> ApiException:

@@ -24,10 +24,9 @@ from playbook.errors import (
     RollbackError,
     ServerError,
     TransientError,
-    retry_condition_fn,
-    translate_error,
-    translating,
 )
+from tasks import boundary
+from tasks.boundary import retry_condition_fn, translate_error, translating
 
 
 def api_exception(status: int, message: str = "boom") -> ApiException:
@@ -105,7 +104,7 @@ def test_a_rejected_guarded_json_patch_is_a_conflict() -> None:
 def test_network_failures_are_transient(exc: BaseException, kind: type[RollbackError]) -> None:
     err = translate_error(exc, "call the API")
     assert type(err) is kind
-    assert errors.is_transient(exc)
+    assert boundary.is_transient(exc)
 
 
 def test_httpx_status_errors_are_translated() -> None:
@@ -125,7 +124,7 @@ def test_translating_reraises_from_the_library_error() -> None:
 
 def test_unknown_exceptions_are_permanent() -> None:
     assert isinstance(translate_error(ValueError("odd"), "x"), PermanentError)
-    assert not errors.is_transient(ValueError("odd"))
+    assert not boundary.is_transient(ValueError("odd"))
 
 
 @pytest.mark.parametrize(

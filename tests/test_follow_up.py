@@ -14,7 +14,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.concurrency.sync import concurrency
 
 from flows.kubernetes_rollback import kubernetes_rollback
-from playbook.guard import RollbackRefusedError
+from playbook.errors import RollbackRefusedError
 from playbook.post_rollback import POST_ROLLBACK_ENV
 from tasks.concurrency import ensure_service_lock, lock_name
 

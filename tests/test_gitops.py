@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from flows.kubernetes_rollback import kubernetes_rollback
+from playbook.errors import RollbackRefusedError
 from playbook.gitops import (
     SUSPENDED_POLICY_ANNOTATION,
     OwnerRef,
@@ -28,7 +29,6 @@ from playbook.gitops import (
     owner_state,
     suspend_patch,
 )
-from playbook.guard import RollbackRefusedError
 
 GOOD, BAD = "v1.2.3", "v1.2.4"
 SELF_HEAL = {"syncPolicy": {"automated": {"prune": True, "selfHeal": True}}}

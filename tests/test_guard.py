@@ -32,13 +32,12 @@ from prefect.exceptions import ObjectNotFound
 from flows.canary_guard import canary_guard
 from flows.evaluate_release import evaluate_release
 from flows.guarded_rollback import guarded_rollback
-from playbook.errors import InvalidInputError
+from playbook.errors import InvalidInputError, RollbackRefusedError
 from playbook.guard import (
     CanaryObservation,
     CanaryTriggers,
     Health,
     LedgerEntry,
-    RollbackRefusedError,
     Trigger,
     check_cap,
     evaluate_canary,

@@ -12,12 +12,7 @@ from kubernetes import client
 from prefect.blocks.system import Secret
 
 from flows.image_rollback import image_rollback
-from playbook.errors import (
-    AccessDeniedError,
-    InvalidInputError,
-    NotFoundError,
-    RolloutFailedError,
-)
+from playbook.errors import AccessDeniedError, InvalidInputError, NotFoundError, RolloutFailedError
 from playbook.rollout import CHANGE_CAUSE_ANNOTATION, REVISION_ANNOTATION
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]

@@ -153,7 +153,7 @@ def bad_release(
     kube_api: client.ApiClient, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> str:
     use_services(monkeypatch, tmp_path, namespace)
-    build_history(client.AppsV1Api(kube_api), namespace, ["v1.2.3", "v1.2.4"])
+    build_history(client.AppsV1Api(kube_api), namespace, ["v1.2.3", "v1.2.4"], serve_seconds=4)
     return namespace
 
 

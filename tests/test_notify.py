@@ -62,5 +62,8 @@ def test_webhook_url_from_a_secret_block(
     Secret(value=SecretStr(f"{alert_sink.url}{path}")).save(name)
     send_notification.fn("from a block", secret_block=name)
     assert [d.body for d in alert_sink.received(path)] == [{"text": "from a block"}]
-    with pytest.raises(AccessDeniedError, match="cannot load the Secret block 'absent-block'"):
+    with pytest.raises(
+        AccessDeniedError,
+        match="no notification webhook: the Prefect Secret block 'absent-block' does not exist",
+    ):
         send_notification.fn("x", secret_block="absent-block")

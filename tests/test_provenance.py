@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from playbook.errors import InvalidInputError
+from playbook.errors import InvalidInputError, RollbackRefusedError
 from playbook.guard import (
-    RollbackRefusedError,
     before_release_window,
     duration_seconds,
     judge_recheck,

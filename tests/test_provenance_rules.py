@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from playbook.errors import InvalidInputError
-from playbook.guard import RollbackRefusedError
+from playbook.errors import InvalidInputError, RollbackRefusedError
 from playbook.provenance import (
     ROLLBACK_MARK_ANNOTATION,
     RollbackMark,
