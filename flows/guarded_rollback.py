@@ -1,6 +1,8 @@
 """A rollback started by a machine (an alert, the canary guard): one at a time, capped per hour.
 
-take the service's lock (refuse at once if another rollback of it runs) → for an alert, ask the
+take the service's lock (refuse at once if another rollback of it runs) → for an automatic
+one, ask the Prefect server whether many services of the same cluster breach at once (blast
+radius: change nothing, the platform team is told once) → for an alert, ask the
 cluster whether the alert is older than the current revision (stale: change nothing) and ask
 Prometheus whether the alert's indicator still breaches over the current revision's lifetime
 (no longer, or no data: change nothing) → with `target="last-good"`, find the newest earlier
@@ -22,11 +24,13 @@ from prefect.context import get_run_context
 from prefect.logging import get_run_logger
 from pydantic import Field
 
+from flows.blast_radius import check_blast_radius
 from flows.canary_rollback import canary_rollback
 from flows.known_good import find_last_good
 from flows.kubernetes_rollback import kubernetes_rollback
 from flows.notices import started_by, tell
 from flows.rollback_steps import one_rollback_at_a_time
+from playbook.blast_radius import BlastRadiusPolicy
 from playbook.errors import RollbackError, RollbackRefusedError
 from playbook.guard import (
     DEFAULT_MAX_AUTOMATIC_PER_HOUR,
@@ -53,6 +57,7 @@ from tasks.kubernetes import read_rollout_origin
 from tasks.prometheus import read_value, resolve_prometheus_url
 
 Procedure = Literal["kubernetes_rollback", "canary_rollback"]
+DEFAULT_BLAST_RADIUS = BlastRadiusPolicy()
 Action = Literal[
     "rolled_back",
     "capped",
@@ -61,6 +66,7 @@ Action = Literal[
     "no_data",
     "not_release",
     "no_known_good",
+    "blast_radius",
     "refused",
     "dry_run",
 ]
@@ -137,6 +143,7 @@ def guarded_rollback(
     max_release_age_minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 360,
     target: Literal["previous", "last-good"] = "previous",
     known_good_minutes: Annotated[float, Field(gt=0, le=30 * 24 * 60)] | None = None,
+    blast_radius: BlastRadiusPolicy = DEFAULT_BLAST_RADIUS,
     dry_run: bool = False,
 ) -> GuardedRollback:
     """Run a playbook rollback procedure for a service, guarded by its lock and hourly cap.
@@ -173,6 +180,8 @@ def guarded_rollback(
             told with the evidence and nothing changes.
         known_good_minutes: How long a revision must have been current to be known good (the
             service's `known_good_minutes` when None).
+        blast_radius: When too many services of one cluster breach at once, automatic
+            rollbacks of that cluster stop for a cooling period (manual runs never do).
         dry_run: Passed to the procedure; a dry run is not counted.
 
     Raises:
@@ -211,6 +220,10 @@ def guarded_rollback(
     recent = 0
     with one_rollback_at_a_time(cfg, "guarded rollback", dry_run=False):
         logger.info("holding the lock of %s/%s: no other rollback of it runs now", ns, cfg.name)
+        if automatic and not dry_run:
+            blast = check_blast_radius(cfg, blast_radius, trigger)
+            if not blast.allowed:
+                return stopped("blast_radius", blast.message)
         if alert_started_at is not None and procedure == "kubernetes_rollback":
             refusal = check_the_alert(
                 cfg,

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+)
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_UI_URL
 
 from playbook.errors import InvalidInputError, NotFoundError
+
+_PAGE = 200
 
 
 def run_link(run_id: UUID | str) -> str:
@@ -70,3 +81,45 @@ def read_run(run_id: str) -> RunRecord:
         tuple((a.key, a.created) for a in artifacts if a.key and a.created),
         run_link(run.id),
     )
+
+
+@dataclass(frozen=True)
+class FlowRunFacts:
+    """A flow run of one flow, as the server stores it: when it was created, its parameters."""
+
+    id: str
+    created: datetime
+    parameters: dict[str, Any]
+    state: str
+
+
+@task(retries=2, retry_delay_seconds=2, timeout_seconds=60, cache_policy=NO_CACHE)
+def read_recent_flow_runs(flow_name: str, since: datetime) -> tuple[FlowRunFacts, ...]:
+    """Every run of flow `flow_name` the server created since `since` (any state), oldest
+    first; runs without a creation time are left out."""
+    facts = []
+    with get_client(sync_client=True) as client:
+        offset = 0
+        while True:
+            page = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                flow_run_filter=FlowRunFilter(
+                    expected_start_time=FlowRunFilterExpectedStartTime.model_validate(
+                        {"after_": since}
+                    )
+                ),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=_PAGE,
+                offset=offset,
+            )
+            facts += [
+                FlowRunFacts(
+                    str(run.id), run.created, dict(run.parameters or {}), run.state_name or ""
+                )
+                for run in page
+                if run.created is not None and run.created >= since
+            ]
+            if len(page) < _PAGE:
+                break
+            offset += _PAGE
+    return tuple(sorted(facts, key=lambda f: (f.created, f.id)))
