@@ -97,8 +97,9 @@ def main() -> None:
         from cluster import build_history, wait_rolled_out
         from prefect.client.orchestration import get_client
 
+        from playbook.names import ledger_name
         from receiver.config import parse_config
-        from tasks.concurrency import forget_rollbacks, ledger_name
+        from tasks.concurrency import forget_rollbacks
 
         api = config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)

@@ -43,16 +43,13 @@ from playbook.guard import (
     now_utc,
 )
 from playbook.incident import StartedBy
+from playbook.names import ledger_name
 from playbook.notices import Cause
 from playbook.provenance import judge_alert_age
 from playbook.report import RollbackReport
 from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import Indicator, load_decision_matrix
-from tasks.concurrency import (
-    ledger_name,
-    read_rollback_ledger,
-    record_automatic_rollback,
-)
+from tasks.concurrency import read_rollback_ledger, record_automatic_rollback
 from tasks.kubernetes import read_rollout_origin
 from tasks.prometheus import read_value, resolve_prometheus_url
 

@@ -30,6 +30,7 @@ from playbook.errors import (
 )
 from playbook.guard import lifetime_window
 from playbook.incident import StartedBy, audit_payload, deployment_resource
+from playbook.names import lock_name
 from playbook.notices import Cause, infrastructure_evidence
 from playbook.post_rollback import load_post_rollback
 from playbook.report import RollbackReport, Stopwatch, unready_pods
@@ -38,7 +39,7 @@ from playbook.rollout import PodState, RolloutStatus, validate_version, version_
 from playbook.services import ServiceConfig
 from playbook.thresholds import load_decision_matrix
 from tasks.audit import record_change
-from tasks.concurrency import ensure_service_lock, hold_service_lock, lock_name
+from tasks.concurrency import ensure_service_lock, hold_service_lock
 from tasks.followup import schedule_post_rollback_monitor
 from tasks.gitops import read_gitops_owner, suspend_gitops_owner
 from tasks.kubernetes import (

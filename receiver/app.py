@@ -36,11 +36,11 @@ from prefect.client.orchestration import get_client
 from pydantic import SecretStr
 
 from playbook.errors import InvalidInputError, PermanentError, RollbackError, TransientError
+from playbook.names import lock_name, target_tag
 from playbook.services import ServiceConfig, ServicesFile
 from receiver.alerts import Alert, InvalidPayload, WebhookPayload, idempotency_key, parse_payload
 from receiver.config import ReceiverConfig, Route
 from receiver.runs import PrefectRuns, RunRef
-from tasks.concurrency import lock_name, target_tag
 
 log = logging.getLogger("rollback_flows.receiver")
 

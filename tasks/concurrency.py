@@ -40,21 +40,6 @@ ACQUIRE_TIMEOUT_SECONDS = 15.0
 """How long one attempt to take the lock may take (an API call, never a wait in line)."""
 
 
-def lock_name(namespace: str, service: str) -> str:
-    """The global concurrency limit guarding rollbacks of one service."""
-    return f"rollback-lock__{namespace}__{service}"
-
-
-def ledger_name(namespace: str, service: str) -> str:
-    """The Prefect Variable holding one service's recent automatic rollbacks."""
-    return f"rollback-cap__{namespace}__{service}"
-
-
-def target_tag(namespace: str, service: str) -> str:
-    """The tag carried by every guarded rollback run of one service."""
-    return f"rollback-target:{namespace}/{service}"
-
-
 @dataclass(frozen=True)
 class ServiceLock:
     """A service's rollback lock as the Prefect server holds it."""

@@ -48,6 +48,7 @@ from flow_runs import read_flow_run_id
 from kubernetes import client, config
 from prefect.client.schemas.objects import FlowRun
 
+from playbook.names import target_tag
 from playbook.post_rollback import POST_ROLLBACK_ENV
 from receiver.app import UNAVAILABLE
 from stack.config import Ports
@@ -55,7 +56,6 @@ from stack.local import LocalStack, StackState
 from stack.processes import free_port
 from stack.prometheus import p99_latency_expr
 from stack.sink import WebhookSink
-from tasks.concurrency import target_tag
 
 pytestmark = [pytest.mark.stack, pytest.mark.faults, pytest.mark.timeout(180)]
 

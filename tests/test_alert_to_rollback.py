@@ -35,6 +35,7 @@ from kubernetes import client
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
+from playbook.names import ledger_name, target_tag
 from playbook.notices import duration_text
 from playbook.post_rollback import POST_ROLLBACK_ENV
 from receiver.config import load_config
@@ -47,7 +48,7 @@ from stack.prometheus import (
     start_prometheus,
 )
 from stack.sink import WebhookSink
-from tasks.concurrency import forget_rollbacks, ledger_name, target_tag
+from tasks.concurrency import forget_rollbacks
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 

@@ -33,11 +33,11 @@ from playbook.blast_radius import (
     find_trips,
     judge_blast_radius,
 )
+from playbook.names import lock_name, target_tag
 from playbook.services import SERVICES_ENV
 from receiver.config import load_config
 from stack.local import StackState
 from stack.sink import WebhookSink
-from tasks.concurrency import lock_name, target_tag
 
 T0 = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
 POLICY = BlastRadiusPolicy(max_services=3, max_share=1.0, window_minutes=5, cooling_minutes=30)

@@ -36,6 +36,7 @@ from prefect.client.orchestration import get_client
 from flows.guarded_rollback import guarded_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.errors import RollbackRefusedError
+from playbook.names import ledger_name
 from playbook.provenance import ROLLBACK_MARK_ANNOTATION, parse_mark
 from playbook.services import SERVICES_ENV
 from playbook.thresholds import DEFAULT_MATRIX_FILE, MATRIX_ENV
@@ -43,7 +44,7 @@ from stack.cluster import Cluster
 from stack.config import bin_dir
 from stack.local import StackState
 from stack.sink import WebhookSink
-from tasks.concurrency import forget_rollbacks, ledger_name, read_rollback_ledger
+from tasks.concurrency import forget_rollbacks, read_rollback_ledger
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
 

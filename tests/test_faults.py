@@ -63,13 +63,14 @@ from flows.kubernetes_rollback import kubernetes_rollback
 from flows.post_rollback_monitor import post_rollback_monitor
 from flows.verify_rollback import verify_rollback
 from playbook.errors import VerificationFailedError
+from playbook.names import lock_name
 from playbook.post_rollback import DEFAULT_POST_ROLLBACK_FILE, POST_ROLLBACK_ENV
 from playbook.provenance import ROLLBACK_MARK_ANNOTATION, parse_mark
 from playbook.recovery import Verdict
 from playbook.rollout import REVISION_ANNOTATION
 from stack.local import StackState
 from stack.sink import WebhookSink
-from tasks.concurrency import LEASE_SECONDS, lock_name
+from tasks.concurrency import LEASE_SECONDS
 
 pytestmark = [pytest.mark.stack, pytest.mark.faults, pytest.mark.timeout(240)]
 

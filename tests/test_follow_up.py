@@ -15,8 +15,9 @@ from prefect.concurrency.sync import concurrency
 
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.errors import RollbackRefusedError
+from playbook.names import lock_name
 from playbook.post_rollback import POST_ROLLBACK_ENV
-from tasks.concurrency import ensure_service_lock, lock_name
+from tasks.concurrency import ensure_service_lock
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 

@@ -44,15 +44,10 @@ from playbook.guard import (
     parse_ledger,
     record,
 )
+from playbook.names import ledger_name, lock_name
 from stack.local import StackState
 from stack.sink import WebhookSink
-from tasks.concurrency import (
-    ensure_service_lock,
-    forget_rollbacks,
-    ledger_name,
-    lock_name,
-    read_rollback_ledger,
-)
+from tasks.concurrency import ensure_service_lock, forget_rollbacks, read_rollback_ledger
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TRIGGERS = CanaryTriggers()

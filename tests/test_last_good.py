@@ -29,10 +29,11 @@ from kubernetes import client
 
 from flows.guarded_rollback import guarded_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
+from playbook.names import ledger_name, target_tag
 from receiver.config import load_config
 from stack.local import StackState
 from stack.sink import WebhookSink
-from tasks.concurrency import forget_rollbacks, ledger_name, read_rollback_ledger, target_tag
+from tasks.concurrency import forget_rollbacks, read_rollback_ledger
 
 pytestmark = pytest.mark.stack
 

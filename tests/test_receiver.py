@@ -32,11 +32,12 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
 from playbook.errors import InvalidInputError
+from playbook.names import ledger_name
 from receiver.alerts import InvalidPayload, idempotency_key, parse_payload
 from receiver.app import authorized
 from receiver.config import ReceiverConfig, load_config, parse_config
 from stack.local import StackState
-from tasks.concurrency import forget_rollbacks, ledger_name
+from tasks.concurrency import forget_rollbacks
 
 GOOD, BAD = "v1.2.3", "v1.2.4"
 

@@ -34,13 +34,14 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
+from playbook.names import ledger_name, lock_name
 from playbook.provenance import ROLLBACK_MARK_ANNOTATION
 from playbook.services import SERVICES_ENV
 from stack.config import REPO_DIR
 from stack.local import StackState
 from stack.prefect_worker import start_worker
 from stack.processes import alive, stop, wait_until
-from tasks.concurrency import LEASE_SECONDS, forget_rollbacks, ledger_name, lock_name
+from tasks.concurrency import LEASE_SECONDS, forget_rollbacks
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(200)]
 
