@@ -29,7 +29,7 @@ from stack.config import REPO_DIR
 from stack.local import StackState
 from stack.processes import start, stop, wait_until
 
-pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
 
 TEMPLATE = REPO_DIR / "deployments" / "kubernetes" / "base-job-template.json"
 JOBS_NAMESPACE = "rollback-flows"
