@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.approval import approve_the_plan
+from flows.known_good import read_known_good, target_is_known_good
 from flows.notices import current_trigger, started_by
 from flows.rollback_steps import (
     Settled,
@@ -41,6 +42,9 @@ def image_rollback(
     comment: str = "",
 ) -> RollbackReport:
     """Set a service's container image to `target_version` after confirming the tag exists.
+
+    The report says whether an earlier revision that ran that version is known good (see
+    `kubernetes_rollback`'s `target`) and carries every revision's table.
 
     Args:
         service: A service of the services file (deployments/services.yaml).
@@ -90,6 +94,12 @@ def image_rollback(
 
         with watch.step("check status"):
             before = read_deployment_status(ns, name)
+        with watch.step("find the last known-good revision"):
+            known, unknown_why = read_known_good(
+                cfg.model_copy(update={"container": container_name}),
+                cfg.known_good_minutes,
+                required=False,
+            )
         with watch.step("check GitOps owner"):
             gitops = keep_gitops_from_reverting(cfg, suspend_gitops, dry_run)
         current_image = before.image_of(container_name)
@@ -117,7 +127,12 @@ def image_rollback(
             outcome=f"dry run: would set {container_name}={image}",
             changed=False,
             dry_run=dry_run,
-            details=(*gitops, *approval),
+            details=(
+                target_is_known_good(known, unknown_why, version=version),
+                *gitops,
+                *approval,
+            ),
+            revisions=tuple(known.rows()) if known else (),
         )
 
         if already:

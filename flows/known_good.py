@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 from prefect.logging import get_run_logger
 
+from playbook.errors import InvalidInputError, RollbackError
 from playbook.known_good import (
     KNOWN_GOOD_INDICATORS,
     KnownGoodChoice,
     Reading,
+    RevisionEvidence,
+    Verdict,
     assessment_plan,
     choose_last_good,
     judge_revision,
@@ -54,3 +57,43 @@ def find_last_good(cfg: ServiceConfig, min_current_minutes: float) -> KnownGoodC
     choice = choose_last_good(evidence, min_current)
     get_run_logger().info("%s\n%s", choice.message, choice.to_text())
     return choice
+
+
+def read_known_good(
+    cfg: ServiceConfig, minutes: float, required: bool
+) -> tuple[KnownGoodChoice | None, str]:
+    """The revisions' evidence; when not `required`, a failure to read it is only reported
+    (a person's rollback does not wait for Prometheus): (None, why)."""
+    try:
+        return find_last_good(cfg, minutes), ""
+    except (RollbackError, InvalidInputError) as exc:
+        if required:
+            raise
+        get_run_logger().warning("could not tell which revision is known good: %s", exc)
+        return None, f"could not tell which revision is known good: {exc}"
+
+
+def target_is_known_good(
+    known: KnownGoodChoice | None,
+    unknown_why: str,
+    revision: int | None = None,
+    version: str | None = None,
+) -> str:
+    """Whether the revision (or the newest earlier revision of the version) a rollback goes
+    to is known good, as a report line."""
+    what = f"revision {revision}" if revision is not None else f"version {version}"
+    if known is None:
+        return f"Target {what}: {unknown_why}"
+    evidence: RevisionEvidence | None
+    if revision is not None:
+        evidence = known.of(revision)
+    else:
+        evidence = next(
+            (e for e in known.evidence if e.span.version == version and not e.span.current),
+            None,
+        )
+    if evidence is None:
+        return f"Target {what}: no earlier revision of the Deployment ran it, so not known good"
+    if evidence.verdict is Verdict.GOOD:
+        return f"Target {evidence.describe()}"
+    return f"Target {what} is NOT known good: {evidence.describe()}"

@@ -14,7 +14,7 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.approval import approve_the_plan
-from flows.known_good import find_last_good
+from flows.known_good import read_known_good, target_is_known_good
 from flows.notices import current_trigger, started_by
 from flows.rollback_steps import (
     Settled,
@@ -24,12 +24,11 @@ from flows.rollback_steps import (
     publish_dry_run,
     wait_verify_and_report,
 )
-from playbook.errors import InvalidInputError, RollbackError, RollbackRefusedError
+from playbook.errors import InvalidInputError, RollbackRefusedError
 from playbook.incident import ManualReason
-from playbook.known_good import KnownGoodChoice, Verdict
 from playbook.report import RollbackReport, Stopwatch
 from playbook.results import patch_text
-from playbook.services import ServiceConfig, load_service
+from playbook.services import load_service
 from tasks.kubernetes import (
     read_deployment_status,
     read_rollout_history,
@@ -137,7 +136,7 @@ def kubernetes_rollback(
 
         with watch.step("find the last known-good revision"):
             minutes = known_good_minutes or cfg.known_good_minutes
-            known, unknown_why = _known_good(cfg, minutes, required=target != "previous")
+            known, unknown_why = read_known_good(cfg, minutes, required=target != "previous")
         if target == "last-good":
             if known is None or known.target is None:
                 raise RollbackRefusedError(
@@ -174,7 +173,7 @@ def kubernetes_rollback(
             changed=False,
             dry_run=dry_run,
             details=(
-                _target_known(known, unknown_why, plan.target.number),
+                target_is_known_good(known, unknown_why, revision=plan.target.number),
                 *gitops,
                 *(f"Warning: {w}" for w in undo.config_warnings),
                 *approval,
@@ -204,26 +203,3 @@ def kubernetes_rollback(
         return wait_verify_and_report(
             cfg, report, watch, changed=undo.applied, settle=settle, outcome=outcome
         )
-
-
-def _known_good(
-    cfg: ServiceConfig, minutes: float, required: bool
-) -> tuple[KnownGoodChoice | None, str]:
-    """The revisions' evidence; when not `required`, a failure to read it is only reported."""
-    try:
-        return find_last_good(cfg, minutes), ""
-    except (RollbackError, InvalidInputError) as exc:
-        if required:
-            raise
-        get_run_logger().warning("could not tell which revision is known good: %s", exc)
-        return None, f"could not tell which revision is known good: {exc}"
-
-
-def _target_known(known: KnownGoodChoice | None, unknown_why: str, number: int) -> str:
-    """Whether the revision rolled back to is known good, as a report line."""
-    evidence = known.of(number) if known else None
-    if evidence is None:
-        return f"Target revision {number}: {unknown_why or 'not among the revisions read'}"
-    if evidence.verdict is Verdict.GOOD:
-        return f"Target {evidence.describe()}"
-    return f"Target revision {number} is NOT known good: {evidence.describe()}"

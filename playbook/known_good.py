@@ -119,7 +119,9 @@ def revision_spans(
         for n in former:
             became.setdefault(n, None)
         if meta.get("name") == current_name:
-            became[number] = origin.since
+            # the earliest upper bound of the write that made it current (`written`), so the
+            # revision before it is not taken for current longer than it was
+            became[number] = origin.written or origin.since
         elif number != first:
             reused = mark is not None and mark.replicaset == meta.get("name")
             became[number] = mark.at if reused and mark is not None else None
@@ -133,7 +135,7 @@ def revision_spans(
                 number=number,
                 replicaset=str(meta.get("name", "")),
                 version=_version(rs, container),
-                current_from=became.get(number),
+                current_from=origin.since if is_current else became.get(number),
                 current_to=None if is_current else became.get(number + 1),
                 current=is_current,
             )

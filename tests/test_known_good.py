@@ -248,3 +248,12 @@ def test_a_matrix_query_is_narrowed_to_one_versions_own_series() -> None:
     odd = ERRORS.model_copy(update={"query": 'sum(rate(x{service=~"$service"}[$window]))'})
     with pytest.raises(InvalidInputError, match="cannot be narrowed"):
         odd.render("rag-api", labels={"version": "v1"})
+
+
+def test_the_revision_before_the_current_one_ends_at_the_earliest_evidence_of_the_write() -> None:
+    # the writer's managed-fields time moved on later (it also changed replicas at 12:05):
+    # the current ReplicaSet's creation at 12:02 bounds when revision 2 stopped being current
+    replicasets = [rs("a", 1, "v1", 0), rs("b", 2, "v2", 1), rs("c", 3, "v3", 2)]
+    spans = {s.number: s for s in revision_spans(deployment(3, "v3", 5), replicasets, "rag-api", at(9))}  # fmt: skip
+    assert spans[2].current_to == at(2) + END_OF_SECOND
+    assert spans[3].current_from == at(5) + END_OF_SECOND  # the current one: the latest

@@ -28,6 +28,7 @@ from flow_runs import read_flow_run_id
 from kubernetes import client
 
 from flows.guarded_rollback import guarded_rollback
+from flows.image_rollback import image_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.names import ledger_name, target_tag
 from receiver.config import load_config
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.stack
 
 GOOD, BAD, SLOW = "v1.2.3", "v1.2.4", "v1.2.5-very-slow"  # stack/simulator.yaml
 KNOWN_GOOD_SECONDS = 6.0
-HOLD_SECONDS = 8.0  # how long each earlier revision stays current (more than the above)
+HOLD_SECONDS = 7.0  # how long each earlier revision stays current (more than the above)
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ def good_bad_bad(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[str]:
     """production/rag-api: revision 1 v1.2.3 (good), 2 v1.2.4 (20 % errors), 3 v1.2.5-very-slow
-    (P99 about 1.75 s), each earlier one current for 8 s while the simulator served it."""
+    (P99 about 1.75 s), each earlier one current for 7 s while the simulator served it."""
     ns = simulator_namespace
     use_services(monkeypatch, tmp_path, ns, known_good_minutes=KNOWN_GOOD_SECONDS / 60)
     forget_rollbacks(ledger_name(ns, "rag-api"))
@@ -122,6 +123,12 @@ def test_an_alert_rolls_back_to_the_last_known_good_revision_not_the_previous(
     assert verdicts["1"].startswith("known good: current for ")
     assert [row["version"] for row in plan.revisions] == [SLOW, BAD, GOOD]
     assert all(" UTC - " in row["current from-to"] for row in plan.revisions)
+    # Procedure 3's report says it too, for the newest earlier revision of the version
+    image = image_rollback("rag-api", BAD, dry_run=True)
+    assert image.details[0].startswith(
+        "Target version v1.2.4 is NOT known good: revision 2 (v1.2.4): bad: "
+    )
+    assert [row["revision"] for row in image.revisions] == ["3", "2", "1"]
     # a person may ask for the last known-good revision too
     chosen = kubernetes_rollback("rag-api", target="last-good", dry_run=True)
     assert chosen.to_revision == 1 and chosen.changed is False
