@@ -6,7 +6,9 @@ the mutant's diff, so an entry stops applying as soon as the code it was reviewe
 A mutant is caught when a test failed on it (killed, timed out, crashed); every other mutant
 that is not on the list survives, including one no unit test reaches. Prints the score per
 module and overall, then each survivor with its diff and digest; exits 1 when the score of
-`playbook/` is under `--min`.
+`playbook/` is under `--min`. Mutant-name patterns (`playbook.notices.*`, as `make mutation
+MODULES=...` passes them) restrict the report, the list's check and the gate to those mutants,
+the only ones a restricted `mutmut run` tested.
 
 Run from the repository root: `.venv/bin/python tests/mutation_report.py --min 90`.
 """
@@ -14,6 +16,7 @@ Run from the repository root: `.venv/bin/python tests/mutation_report.py --min 9
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import sys
 from collections import Counter, defaultdict
@@ -69,14 +72,20 @@ def read_equivalents(path: Path) -> dict[str, tuple[str, str]]:
     return entries
 
 
-def read_results() -> list[Mutant]:
-    """Every mutant of the configured files with its status."""
+def selected(name: str, patterns: list[str]) -> bool:
+    """Whether a mutant is one of those the patterns name (all of them without patterns)."""
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def read_results(patterns: list[str]) -> list[Mutant]:
+    """Every mutant of the configured files the patterns select, with its status."""
     mutants = []
     for path in walk_mutatable_files():
         data = SourceFileMutationData(path=path)
         data.load()
         for name, exit_code in data.exit_code_by_key.items():
-            mutants.append(Mutant(name, Path(path), status_by_exit_code[exit_code]))
+            if selected(name, patterns):
+                mutants.append(Mutant(name, Path(path), status_by_exit_code[exit_code]))
     return mutants
 
 
@@ -87,9 +96,10 @@ def score(caught: int, counted: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--min", type=float, default=0.0, help="fail under this playbook/ score")
+    parser.add_argument("patterns", nargs="*", help="only the mutants of these names (globs)")
     args = parser.parse_args(argv)
 
-    mutants = read_results()
+    mutants = read_results(args.patterns)
     if not mutants:
         print("no mutation results in mutants/: run `mutmut run` first", file=sys.stderr)
         return 2
@@ -109,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(f"{m.name}: listed as {entry[0]}, now {digest(diff)} ({m.status})")
         survivors.append((m, diff, digest(diff)))
     known = {m.name for m in mutants}
-    stale += [f"{name}: no such mutant" for name in equivalents if name not in known]
+    stale += [
+        f"{name}: no such mutant"
+        for name in equivalents
+        if name not in known and selected(name, args.patterns)
+    ]
 
     by_module: dict[str, Counter[str]] = defaultdict(Counter)
     for m in mutants:
@@ -156,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     play = totals.get("playbook", Counter())
     counted = sum(play.values()) - play["equivalent"]
     play_score = 100 * play["caught"] / counted if counted else 100.0
-    print(f"\nplaybook/ mutation score: {play_score:.1f} % (minimum {args.min:g} %)")
+    which = (
+        f"playbook/ mutation score of {' '.join(args.patterns)}"
+        if args.patterns
+        else "playbook/ mutation score"
+    )
+    print(f"\n{which}: {play_score:.1f} % (minimum {args.min:g} %)")
     return 1 if play_score < args.min else 0
 
 
