@@ -465,6 +465,11 @@ def test_a_healthy_canary_passes_its_window_untouched(
         "rag-api", triggers=CanaryTriggers(window_seconds=4), interval_seconds=1, rate_window="5s"
     )
     assert result.outcome == "passed" and result.rollback is None
-    assert result.verdict.window_over and result.observations >= 2
+    # it watched the whole window on real figures: "no data" would not have passed
+    assert result.verdict.window_over and not result.verdict.fired
+    seen = result.verdict.observation
+    assert seen.elapsed_seconds >= 4 and seen.health is Health.HEALTHY
+    assert seen.error_ratio == 0.0
+    assert seen.p99_seconds is not None and 0 < seen.p99_seconds < 0.3
     assert routes(kube_api, canary) == before
     assert apps.read_namespaced_deployment("rag-api-canary", canary).spec.replicas == 1
