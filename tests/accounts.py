@@ -14,6 +14,7 @@ from stack.local import StackState
 MANIFESTS = REPO_DIR / "deployments" / "kubernetes"
 RBAC = MANIFESTS / "rbac.yaml"
 WORKER = MANIFESTS / "worker.yaml"
+RECEIVER = MANIFESTS / "receiver.yaml"
 
 
 def apply_manifest(

@@ -73,3 +73,21 @@ def test_the_job_template_sets_resources_and_settings_but_no_credentials() -> No
 def test_setup_installs_the_kubernetes_worker() -> None:
     project = tomllib.loads((REPO_DIR / "pyproject.toml").read_text())["project"]
     assert any(dep.startswith("prefect-kubernetes") for dep in project["dependencies"])
+
+
+def test_alertmanager_reaches_the_receiver_the_manifests_run() -> None:
+    receiver = list(
+        yaml.safe_load_all((REPO_DIR / "deployments/kubernetes/receiver.yaml").read_text())
+    )
+    [deployment] = [d for d in receiver if d["kind"] == "Deployment"]
+    [service] = [d for d in receiver if d["kind"] == "Service"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == default("image")
+    assert container["args"][:3] == ["python", "-m", "receiver"]
+    port = int(container["args"][container["args"].index("--port") + 1])
+    assert service["spec"]["ports"][0]["port"] == port
+    alertmanager = yaml.safe_load((REPO_DIR / "deployments/alertmanager-receiver.yml").read_text())
+    [webhook] = alertmanager["receivers"][0]["webhook_configs"]
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    assert webhook["url"] == f"http://{name}.{namespace}.svc:{port}/alerts"
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False

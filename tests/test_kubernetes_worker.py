@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from accounts import RBAC, WORKER, apply_manifest, service_account_kubeconfig
+from accounts import RBAC, RECEIVER, WORKER, apply_manifest, service_account_kubeconfig
 from cluster import eventually
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -59,13 +59,23 @@ def worker_kubeconfig(
     local_stack: StackState, kube_api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> Path:
     """The shipped namespace, ServiceAccounts and Roles applied; a kubeconfig of the worker's
-    ServiceAccount. The worker's own Deployment is checked by the API server (dry run) only."""
+    ServiceAccount. The worker's own Deployment and the receiver's manifests are checked by
+    the API server (dry run) only."""
     apply_manifest(kube_api, RBAC, namespace)  # the namespace and the flows' account
     apply_manifest(kube_api, WORKER, skip=("Deployment",))
-    [deployment] = [d for d in yaml.safe_load_all(WORKER.read_text()) if d["kind"] == "Deployment"]
-    client.AppsV1Api(kube_api).create_namespaced_deployment(
-        JOBS_NAMESPACE, deployment, dry_run="All"
-    )
+    for doc in yaml.safe_load_all(WORKER.read_text()):
+        if doc["kind"] == "Deployment":
+            client.AppsV1Api(kube_api).create_namespaced_deployment(
+                JOBS_NAMESPACE, doc, dry_run="All"
+            )
+    # The receiver's manifests, validated by the API server too.
+    for doc in yaml.safe_load_all(RECEIVER.read_text()):
+        create = {
+            "ServiceAccount": client.CoreV1Api(kube_api).create_namespaced_service_account,
+            "Deployment": client.AppsV1Api(kube_api).create_namespaced_deployment,
+            "Service": client.CoreV1Api(kube_api).create_namespaced_service,
+        }[doc["kind"]]
+        create(JOBS_NAMESPACE, doc, dry_run="All")
     return service_account_kubeconfig(
         local_stack, kube_api, tmp_path, "prefect-worker", JOBS_NAMESPACE
     )
