@@ -98,7 +98,6 @@ def revision_spans(
     deployment: Mapping[str, Any],
     replicasets: Sequence[Mapping[str, Any]],
     container: str,
-    now: datetime,
 ) -> tuple[RevisionSpan, ...]:
     """Every revision the Deployment still has a ReplicaSet for, newest first, with when it
     was current (see the module's docstring)."""
@@ -123,8 +122,14 @@ def revision_spans(
             # revision before it is not taken for current longer than it was
             became[number] = origin.written or origin.since
         elif number != first:
-            reused = mark is not None and mark.replicaset == meta.get("name")
-            became[number] = mark.at if reused and mark is not None else None
+            # this tool's mark dates the undo that gave the ReplicaSet its number: it names
+            # the ReplicaSet and the revision that was current just before
+            ours = (
+                mark is not None
+                and mark.replicaset == meta.get("name")
+                and mark.from_revision == number - 1
+            )
+            became[number] = mark.at if ours and mark is not None else None
     spans = []
     for rs in owned:
         meta = rs.get("metadata") or {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
@@ -247,6 +246,4 @@ def read_revision_spans(namespace: str, name: str, container: str) -> tuple[Revi
     """Each revision the Deployment still has, newest first: its version (the image tag of
     `container`) and when it was current, as the cluster records it."""
     deployment = get_deployment(namespace, name)
-    return revision_spans(
-        deployment, get_replicasets(namespace, deployment), container, datetime.now(UTC)
-    )
+    return revision_spans(deployment, get_replicasets(namespace, deployment), container)

@@ -80,7 +80,7 @@ def at(minutes: float) -> datetime:
 
 def test_each_revision_is_current_from_its_number_until_the_next_one() -> None:
     replicasets = [rs("a", 1, "v1", 0), rs("b", 2, "v2", 90), rs("c", 3, "v3", 120)]
-    spans = revision_spans(deployment(3, "v3", 120), replicasets, "rag-api", at(200))
+    spans = revision_spans(deployment(3, "v3", 120), replicasets, "rag-api")
     assert [(s.number, s.version, s.current) for s in spans] == [
         (3, "v3", True),
         (2, "v2", False),
@@ -108,13 +108,19 @@ def test_a_reused_replicaset_is_dated_by_this_tools_mark_and_else_unknown() -> N
     }
     replicasets = [rs("a", 3, "v1", 0, former="1"), rs("b", 2, "v2", 20), rs("c", 4, "v3", 100)]
     marked = deployment(4, "v3", 100, **{ROLLBACK_MARK_ANNOTATION: json.dumps(mark)})
-    spans = {s.number: s for s in revision_spans(marked, replicasets, "rag-api", at(200))}
+    spans = {s.number: s for s in revision_spans(marked, replicasets, "rag-api")}
     assert (spans[3].current_from, spans[3].current_to) == (at(30), at(100) + END_OF_SECOND)
     assert (spans[2].current_from, spans[2].current_to) == (at(20), at(30))
     # without the mark (someone else's `kubectl rollout undo`), when v1 came back is unknown,
     # and so is when v2 stopped being current
-    plain = {s.number: s for s in revision_spans(deployment(4, "v3", 100), replicasets, "rag-api", at(200))}  # fmt: skip
+    plain = {s.number: s for s in revision_spans(deployment(4, "v3", 100), replicasets, "rag-api")}  # fmt: skip
     assert spans[3].version == "v1"
+    # a mark of another undo (copied back by a later `kubectl rollout undo`) dates nothing
+    stale = {**mark, "from_revision": 1}
+    copied = deployment(4, "v3", 100, **{ROLLBACK_MARK_ANNOTATION: json.dumps(stale)})
+    assert {s.number: s for s in revision_spans(copied, replicasets, "rag-api")}[
+        3
+    ].current_from is None
     assert plain[3].current_from is None and plain[3].current_to == at(100) + END_OF_SECOND
     assert plain[2].current_from == at(20) and plain[2].current_to is None
 
@@ -122,7 +128,7 @@ def test_a_reused_replicaset_is_dated_by_this_tools_mark_and_else_unknown() -> N
 def test_a_missing_next_revision_leaves_the_end_unknown() -> None:
     # revision 2's ReplicaSet was garbage-collected: when revision 1 ended is not recorded
     replicasets = [rs("a", 1, "v1", 0), rs("c", 3, "v3", 120)]
-    spans = {s.number: s for s in revision_spans(deployment(3, "v3", 120), replicasets, "rag-api", at(200))}  # fmt: skip
+    spans = {s.number: s for s in revision_spans(deployment(3, "v3", 120), replicasets, "rag-api")}  # fmt: skip
     assert spans[1].current_from == at(0) and spans[1].current_to is None
 
 
@@ -254,6 +260,6 @@ def test_the_revision_before_the_current_one_ends_at_the_earliest_evidence_of_th
     # the writer's managed-fields time moved on later (it also changed replicas at 12:05):
     # the current ReplicaSet's creation at 12:02 bounds when revision 2 stopped being current
     replicasets = [rs("a", 1, "v1", 0), rs("b", 2, "v2", 1), rs("c", 3, "v3", 2)]
-    spans = {s.number: s for s in revision_spans(deployment(3, "v3", 5), replicasets, "rag-api", at(9))}  # fmt: skip
+    spans = {s.number: s for s in revision_spans(deployment(3, "v3", 5), replicasets, "rag-api")}  # fmt: skip
     assert spans[2].current_to == at(2) + END_OF_SECOND
     assert spans[3].current_from == at(5) + END_OF_SECOND  # the current one: the latest
