@@ -31,6 +31,7 @@ import yaml  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 
 from stack.config import bin_dir  # noqa: E402
+from stack.manifests import deployment_manifest  # noqa: E402
 
 IMAGE = "ghcr.io/acme/rag-api"
 
@@ -52,21 +53,7 @@ def wait_rolled_out(apps: client.AppsV1Api, namespace: str, timeout: float = 120
 
 def setup(apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str) -> None:
     core.create_namespace({"metadata": {"name": namespace}})
-    labels = {"app": "rag-api"}
-    apps.create_namespaced_deployment(
-        namespace,
-        {
-            "metadata": {"name": "rag-api", "labels": labels},
-            "spec": {
-                "replicas": 3,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "rag-api", "image": f"{IMAGE}:v1.0.0"}]},
-                },
-            },
-        },
-    )
+    apps.create_namespaced_deployment(namespace, deployment_manifest(f"{IMAGE}:v1.0.0"))
     wait_rolled_out(apps, namespace)
     apps.patch_namespaced_deployment(
         "rag-api",

@@ -35,6 +35,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from stack.config import DEMO_PORTS, REPO_DIR, state_root
 from stack.local import KNOWN_GOOD_SECONDS, LocalStack, StackState
+from stack.manifests import deployment_manifest
 from stack.prometheus import error_ratio_expr
 from stack.sink import WebhookSink
 
@@ -267,22 +268,7 @@ def _deploy(api: client.ApiClient, image: str) -> None:
     except ApiException as exc:
         if exc.status != 409:
             raise
-    labels = {"app": "rag-api"}
-    body: dict[str, Any] = {
-        "metadata": {
-            "name": "rag-api",
-            "labels": labels,
-            "annotations": {"kubernetes.io/change-cause": "initial release"},
-        },
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "rag-api", "image": image}]},
-            },
-        },
-    }
+    body = deployment_manifest(image, annotations={"kubernetes.io/change-cause": "initial release"})
     try:
         apps.create_namespaced_deployment(NAMESPACE, body)
     except ApiException as exc:

@@ -14,6 +14,7 @@ from kubernetes import client
 
 from playbook.rollout import REVISION_ANNOTATION
 from playbook.services import SERVICES_ENV
+from stack.manifests import deployment_manifest
 from stack.prometheus import error_ratio_expr
 
 REPOSITORY = "ghcr.io/acme/rag-api"
@@ -22,19 +23,8 @@ REPOSITORY = "ghcr.io/acme/rag-api"
 def deployment_body(
     image: str, replicas: int = 3, name: str = "rag-api", **spec: Any
 ) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "rag-api", "image": image}]},
-            },
-            **spec,
-        },
-    }
+    """The rag-api Deployment manifest (stack.manifests), its container always `rag-api`."""
+    return deployment_manifest(image, name=name, replicas=replicas, **spec)
 
 
 def wait_rolled_out(apps: client.AppsV1Api, namespace: str, name: str, timeout: float = 60) -> None:

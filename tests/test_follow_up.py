@@ -77,7 +77,13 @@ def test_no_monitor_when_nothing_changed(
         tmp_path, after_rollback={"enabled": False}, enabled=True, duration_minutes=1
     )
     monkeypatch.setenv(POST_ROLLBACK_ENV, str(settings))
-    report = kubernetes_rollback("rag-api", dry_run=True)
+    state = kubernetes_rollback("rag-api", dry_run=True, return_state=True)
+    report = state.result()
+    assert report.dry_run and not report.changed
+    # the server holds no monitor run for this rollback run (its idempotency key names it)
+    with get_client(sync_client=True) as prefect:
+        keys = {run.idempotency_key for run in prefect.read_flow_runs(limit=200)}
+    assert f"post-rollback-monitor:{state.state_details.flow_run_id}" not in keys
     assert not any("monitor" in detail for detail in report.details)
 
 

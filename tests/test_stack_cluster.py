@@ -11,6 +11,7 @@ from kubernetes import client
 
 from stack.config import bin_dir
 from stack.local import StackState
+from stack.manifests import deployment_manifest
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 
@@ -28,19 +29,7 @@ def kubectl(state: StackState, *args: str, timeout: float = 60) -> str:
 
 
 def deployment(name: str, image: str, replicas: int = 3, **spec: Any) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": name, "image": image}]},
-            },
-            **spec,
-        },
-    }
+    return deployment_manifest(image, name=name, replicas=replicas, container=name, **spec)
 
 
 def replica_sets_by_revision(apps: client.AppsV1Api, namespace: str) -> dict[int, str]:

@@ -11,6 +11,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stack.local import StackState
+from stack.manifests import deployment_manifest
 from stack.prometheus import error_ratio_expr
 from stack.sink import Delivery, WebhookSink
 
@@ -50,21 +51,7 @@ def wait_for_version(state: StackState, version: str, timeout: float = 10) -> No
 
 
 def deploy(apps: client.AppsV1Api, namespace: str, image: str) -> None:
-    labels = {"app": "rag-api"}
-    apps.create_namespaced_deployment(
-        namespace,
-        {
-            "metadata": {"name": "rag-api"},
-            "spec": {
-                "replicas": 3,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "rag-api", "image": image}]},
-                },
-            },
-        },
-    )
+    apps.create_namespaced_deployment(namespace, deployment_manifest(image))
 
 
 def test_simulator_follows_the_deployed_tag_into_prometheus_and_alertmanager(

@@ -30,6 +30,7 @@ from playbook.rollout import PodState
 from playbook.services import SERVICES_ENV
 from playbook.thresholds import DEFAULT_MATRIX_FILE, load_decision_matrix
 from stack.local import StackState
+from stack.manifests import deployment_manifest
 
 MATRIX = load_decision_matrix(DEFAULT_MATRIX_FILE)
 CRITICAL = {"pod_count", "pods_ready", "health", "version", "error_rate"}
@@ -119,18 +120,7 @@ def test_indicator_checks_never_pass_without_data() -> None:
 def deploy(apps: client.AppsV1Api, namespace: str, version: str) -> None:
     """Create or update `rag-api` (3 replicas) at `version`."""
     image = f"{REPOSITORY}:{version}"
-    labels = {"app": "rag-api"}
-    body = {
-        "metadata": {"name": "rag-api", "labels": labels},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "rag-api", "image": image}]},
-            },
-        },
-    }
+    body = deployment_manifest(image)
     names = [d.metadata.name for d in apps.list_namespaced_deployment(namespace).items]
     if "rag-api" in names:
         apps.patch_namespaced_deployment("rag-api", namespace, body)
