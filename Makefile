@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := prometheus prometheus-alertmanager postgresql chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages python binaries test lint mutation rollback-prod rollback-staging stack-up stack-down stack-status demo clean
+.PHONY: setup system-packages python binaries test lint mutation rollback-prod rollback-staging canary-start stack-up stack-down stack-status demo clean
 
 setup: system-packages python binaries
 
@@ -77,6 +77,13 @@ rollback-prod: python
 
 rollback-staging: python
 	@$(PY) -m flows.quick_reference staging "$$VERSION"
+
+# The release pipeline's signal that a canary began: `make canary-start SERVICE=rag-api
+# NAMESPACE=production VERSION=v1.3.0` emits rollback-flows.canary.started to the Prefect
+# server of PREFECT_API_URL, whose trigger (prefect.yaml) starts canary-guard for that canary;
+# a malformed version, an unknown service or namespace is refused before anything is sent.
+canary-start: python
+	@$(PY) -m flows.canary_start "$${SERVICE:-rag-api}" "$$NAMESPACE" "$$VERSION"
 
 stack-up: setup
 	$(PY) -m stack up --prefect-ui

@@ -30,6 +30,7 @@ from playbook.guard import (
     evaluate_canary,
 )
 from playbook.post_rollback import ProbeSettings
+from playbook.rollout import validate_version, version_of
 from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import PrometheusSettings, load_decision_matrix
 from tasks.kubernetes import kubernetes_context, read_deployment_status
@@ -77,6 +78,21 @@ def _fmt(value: float | None, scale: float, unit: str) -> str:
     return "no data" if value is None else f"{value * scale:.2f} {unit}"
 
 
+def _check_canary_version(cfg: ServiceConfig, version: str) -> None:
+    """The canary Deployment runs `version`, or InvalidInputError (nothing is watched)."""
+    assert cfg.canary is not None
+    where = f"canary Deployment {cfg.namespace}/{cfg.canary.deployment}"
+    try:
+        status = read_deployment_status(cfg.namespace, cfg.canary.deployment)
+    except NotFoundError:
+        raise InvalidInputError(f"{where} does not exist: canary {version} not watched") from None
+    running = version_of(status.image_of(cfg.container))
+    if running != version:
+        raise InvalidInputError(
+            f"{where} runs {running}, not {version}: canary {version} not watched"
+        )
+
+
 def _health(cfg: ServiceConfig, health_url: str, settings: ProbeSettings) -> tuple[Health, str]:
     """The canary's health check: its pods all ready and `/health` answering 200."""
     assert cfg.canary is not None
@@ -116,6 +132,7 @@ def canary_guard(
     prometheus_url: str | None = None,
     max_per_hour: Annotated[int, Field(ge=0, le=10)] = DEFAULT_MAX_AUTOMATIC_PER_HOUR,
     dry_run: bool = False,
+    canary_version: str | None = None,
 ) -> CanaryGuardResult:
     """Watch a service's canary for its window; roll it back when a playbook trigger holds.
 
@@ -132,16 +149,24 @@ def canary_guard(
         prometheus_url: Overrides `$ROLLBACK_FLOWS_PROMETHEUS_URL`.
         max_per_hour: Hourly cap of automatic rollbacks of the service.
         dry_run: Report what would be rolled back; change nothing.
+        canary_version: The version the canary runs, as the pipeline's
+            `rollback-flows.canary.started` event says: the canary Deployment must run it,
+            else nothing is watched.
 
     Raises:
-        InvalidInputError: unknown service, no canary configured, a malformed window or URL.
+        InvalidInputError: unknown service, no canary configured, a malformed window, URL or
+            version, or a canary Deployment that does not run `canary_version`.
         RollbackRefusedError: a trigger fired while another rollback of the service ran.
     """
     logger = get_run_logger()
+    if canary_version is not None:
+        validate_version(canary_version)
     cfg = load_service(service, namespace, environment)
     with kubernetes_context(cfg.kube_context):
         if cfg.canary is None:
             raise InvalidInputError(f"service {cfg.name!r} has no canary configured")
+        if canary_version is not None:
+            _check_canary_version(cfg, canary_version)
         matrix = load_decision_matrix()
         labels = metrics_service or cfg.name
         queries = {
