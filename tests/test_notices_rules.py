@@ -108,6 +108,8 @@ def test_a_contacts_file_that_is_not_a_mapping_is_refused_naming_it() -> None:
         parse_contacts("just words")
     with pytest.raises(InvalidInputError, match=r"^team\.yaml is invalid"):
         parse_contacts("lead: SRE\ncontacts: []\n", "team.yaml")
+    with pytest.raises(InvalidInputError, match=r"^team\.yaml is not valid YAML"):
+        parse_contacts("lead: [SRE\n", "team.yaml")
 
 
 def test_contacts_are_read_from_the_path_else_the_environment_else_the_shipped_file(
