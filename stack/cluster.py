@@ -136,6 +136,7 @@ class Cluster:
             self._create_nodes(api)
             self._install_crds(api)
             self._wait_nodes_ready(api)
+            self._wait_controllers(api)
         finally:
             api.close()
 
@@ -229,6 +230,28 @@ class Cluster:
                 raise StackError(
                     f"only {len(ready)}/{NODE_COUNT} KWOK nodes Ready after {timeout}s"
                     + self._log_tail("kwok-controller")
+                )
+            time.sleep(0.2)
+
+    def _wait_controllers(self, api: client.ApiClient, timeout: float = 120) -> None:
+        """Wait until kube-controller-manager runs its controllers: its ServiceAccount
+        controller has made the `default` ServiceAccount (on a loaded machine it starts well
+        after the API server, and a Deployment created before is not rolled out for a while)."""
+        core = client.CoreV1Api(api)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                core.read_namespaced_service_account("default", "default")
+                return
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise StackError(
+                        f"reading ServiceAccount default/default: {exc.reason}"
+                    ) from exc
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"kube-controller-manager made no default ServiceAccount in {timeout}s"
+                    + self._log_tail("kube-controller-manager")
                 )
             time.sleep(0.2)
 
