@@ -170,11 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     play = totals.get("playbook", Counter())
     counted = sum(play.values()) - play["equivalent"]
     play_score = 100 * play["caught"] / counted if counted else 100.0
-    which = (
-        f"playbook/ mutation score of {' '.join(args.patterns)}"
-        if args.patterns
-        else "playbook/ mutation score"
+    chosen = (
+        " ".join(args.patterns) if len(args.patterns) <= 3 else f"{len(args.patterns)} patterns"
     )
+    which = f"playbook/ mutation score of {chosen}" if args.patterns else "playbook/ mutation score"
     print(f"\n{which}: {play_score:.1f} % (minimum {args.min:g} %)")
     return 1 if play_score < args.min else 0
 
