@@ -17,6 +17,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.approval import approve_the_plan
+from flows.known_good import stable_is_known_good
 from flows.notices import current_trigger, started_by
 from flows.rollback_steps import (
     Settled,
@@ -97,6 +98,9 @@ def canary_rollback(
                 canary_status = None
         for route in routes_before.routes:
             logger.info("VirtualService %s/%s %s", ns, canary.virtual_service, route)
+        with watch.step("check the stable revision is known good"):
+            # every request goes to it afterwards: the report says whether it is known good
+            stable_known, stable_rows = stable_is_known_good(cfg, cfg.known_good_minutes)
 
         with watch.step("remove canary route"):
             removal = remove_canary_routes(
@@ -141,7 +145,8 @@ def canary_rollback(
             outcome="dry run: " + ("; ".join(details) or "nothing to do"),
             changed=False,
             dry_run=dry_run,
-            details=(*details, *approval),
+            details=(*details, stable_known, *approval),
+            revisions=stable_rows,
         )
         if dry_run:
             return publish_dry_run(

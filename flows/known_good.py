@@ -16,15 +16,35 @@ from playbook.known_good import (
     KnownGoodChoice,
     Reading,
     RevisionEvidence,
+    RevisionSpan,
     Verdict,
     assessment_plan,
     choose_last_good,
     judge_revision,
+    judge_so_far,
 )
 from playbook.services import ServiceConfig
 from playbook.thresholds import load_decision_matrix
 from tasks.prometheus import read_values_at, resolve_prometheus_url
 from tasks.workloads import read_revision_spans
+
+
+def _readings(cfg: ServiceConfig, span: RevisionSpan, end: datetime | None) -> tuple[Reading, ...]:
+    """The span's version's own readings of each known-good indicator (none without dates)."""
+    matrix = load_decision_matrix()
+    url = resolve_prometheus_url(cfg.prometheus_url)
+    readings = []
+    if span.version and span.current_from is not None and end is not None:
+        for name in KNOWN_GOOD_INDICATORS:
+            indicator = matrix.indicator(name)
+            plan = assessment_plan(span.current_from, end, indicator.window)
+            if plan is None:
+                continue
+            query = indicator.render(cfg.name, plan.window, {"version": span.version})
+            # one range query each, without a task run of its own: its client retries
+            values = read_values_at.fn(url, query, plan.times, matrix.prometheus)
+            readings.append(Reading(indicator, values))
+    return tuple(readings)
 
 
 def find_last_good(cfg: ServiceConfig, min_current_minutes: float) -> KnownGoodChoice:
@@ -36,24 +56,13 @@ def find_last_good(cfg: ServiceConfig, min_current_minutes: float) -> KnownGoodC
     """
     min_current = timedelta(minutes=min_current_minutes)
     spans = read_revision_spans(cfg.namespace, cfg.deployment, cfg.container)
-    matrix = load_decision_matrix()
-    indicators = [matrix.indicator(name) for name in KNOWN_GOOD_INDICATORS]
-    url = resolve_prometheus_url(cfg.prometheus_url)
     now = datetime.now(UTC)
-    evidence = []
-    for span in spans:
-        readings = []
-        end = now if span.current else span.current_to
-        if span.version and span.current_from is not None and end is not None:
-            for indicator in indicators:
-                plan = assessment_plan(span.current_from, end, indicator.window)
-                if plan is None:
-                    continue
-                query = indicator.render(cfg.name, plan.window, {"version": span.version})
-                # one range query each, without a task run of its own: its client retries
-                values = read_values_at.fn(url, query, plan.times, matrix.prometheus)
-                readings.append(Reading(indicator, values))
-        evidence.append(judge_revision(span, readings, min_current))
+    evidence = [
+        judge_revision(
+            span, _readings(cfg, span, now if span.current else span.current_to), min_current
+        )
+        for span in spans
+    ]
     choice = choose_last_good(evidence, min_current)
     get_run_logger().info("%s\n%s", choice.message, choice.to_text())
     return choice
@@ -97,3 +106,27 @@ def target_is_known_good(
     if evidence.verdict is Verdict.GOOD:
         return f"Target {evidence.describe()}"
     return f"Target {what} is NOT known good: {evidence.describe()}"
+
+
+def stable_is_known_good(
+    cfg: ServiceConfig, minutes: float
+) -> tuple[str, tuple[dict[str, str], ...]]:
+    """Whether the revision the stable Deployment runs now (where a canary rollback sends
+    every request) is known good so far, as a report line, and its row; never raises."""
+    try:
+        spans = read_revision_spans(cfg.namespace, cfg.deployment, cfg.container)
+        current = next((s for s in spans if s.current), None)
+        if current is None:
+            return f"Stable {cfg.deployment}: no current revision found", ()
+        now = datetime.now(UTC)
+        evidence = judge_so_far(
+            current, _readings(cfg, current, now), timedelta(minutes=minutes), now
+        )
+    except (RollbackError, InvalidInputError) as exc:
+        get_run_logger().warning(
+            "could not tell whether the stable revision is known good: %s", exc
+        )
+        return f"Stable {cfg.deployment}: could not tell whether it is known good: {exc}", ()
+    good = evidence.verdict is Verdict.GOOD
+    line = f"Stable {cfg.deployment} {'' if good else 'is NOT known good: '}{evidence.describe()}"
+    return line, (evidence.row(),)

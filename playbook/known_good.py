@@ -326,6 +326,20 @@ def judge_revision(
     )
 
 
+def judge_so_far(
+    span: RevisionSpan, readings: Sequence[Reading], min_current: timedelta, now: datetime
+) -> RevisionEvidence:
+    """The verdict on the current revision as if it ended `now`: whether what a canary
+    rollback sends every request to (the stable Deployment's current revision) is known good."""
+    if not span.current:
+        return judge_revision(span, readings, min_current)
+    so_far = RevisionSpan(
+        span.number, span.replicaset, span.version, span.current_from, now, current=False
+    )
+    judged = judge_revision(so_far, readings, min_current)
+    return RevisionEvidence(span, judged.readings, judged.verdict, judged.why)
+
+
 def _span(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"

@@ -165,6 +165,10 @@ def test_a_mirror_a_header_route_and_a_split_to_the_canary_all_end_at_stable(
     assert "route http[0] qa-team: drop-canary-mirror" in report.details
     assert "route http[1] testers: remove" in report.details
     assert "route http[2] split: route-all-to-stable" in report.details
+    # every request now goes to stable: the report says whether it is known good (current
+    # for seconds only here, so it is not) with its row of the revisions table
+    assert any(d.startswith("Stable rag-api is NOT known good: revision ") for d in report.details)
+    assert len(report.revisions) == 1 and report.revisions[0]["verdict"] != "known good"
 
 
 def test_dry_run_changes_nothing(

@@ -18,6 +18,7 @@ from playbook.known_good import (
     assessment_plan,
     choose_last_good,
     judge_revision,
+    judge_so_far,
     revision_spans,
 )
 from playbook.provenance import ROLLBACK_MARK_ANNOTATION
@@ -263,3 +264,16 @@ def test_the_revision_before_the_current_one_ends_at_the_earliest_evidence_of_th
     spans = {s.number: s for s in revision_spans(deployment(3, "v3", 5), replicasets, "rag-api")}  # fmt: skip
     assert spans[2].current_to == at(2) + END_OF_SECOND
     assert spans[3].current_from == at(5) + END_OF_SECOND  # the current one: the latest
+
+
+def test_the_stable_revision_a_canary_rollback_goes_to_is_judged_as_if_it_ended_now() -> None:
+    current = span(3, 0, None, current=True)
+    so_far = judge_so_far(current, good_readings(), HOUR, at(90))
+    assert so_far.verdict is Verdict.GOOD and so_far.span.current  # the row still says "now"
+    assert so_far.row()["current from-to"].endswith(" - now")
+    young = judge_so_far(current, good_readings(), HOUR, at(20))
+    assert young.verdict is Verdict.TOO_SHORT
+    bad = (Reading(ERRORS, (0.3,)), Reading(P99, (0.1,)))
+    assert judge_so_far(current, bad, HOUR, at(90)).verdict is Verdict.BAD
+    earlier = span(2, 0, 90)
+    assert judge_so_far(earlier, good_readings(), HOUR, at(500)).verdict is Verdict.GOOD
