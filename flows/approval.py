@@ -68,14 +68,20 @@ def approve_the_plan(
     timeout = cfg.env.approval_timeout_minutes
     text = plan_markdown(planned, affected_pods(planned), cfg.environment, timeout)
     try:
-        return (ask_a_person(cfg, text, planned.outcome.removeprefix("dry run: ")),)
+        what = planned.outcome.removeprefix("dry run: ")
+        return (ask_a_person(approval_key(cfg.name), timeout, text, what),)
     except RollbackRefusedError as exc:
         stop(planned, str(exc))
 
 
-def ask_a_person(cfg: ServiceConfig, plan: str, what: str) -> str:
-    """Publish `plan` (markdown) as the service's approval artifact and pause the run with the
-    typed form until a person answers or the environment's `approval_timeout_minutes` pass.
+def approval_key(subject: str) -> str:
+    """The key of the approval artifact of a service (or of a fleet)."""
+    return f"approval-{subject}".lower()
+
+
+def ask_a_person(key: str, timeout: float, plan: str, what: str) -> str:
+    """Publish `plan` (markdown) as the approval artifact `key` and pause the run with the
+    typed form until a person answers or `timeout` minutes pass.
 
     Returns the report's line saying it was approved (with the approver's comment).
 
@@ -83,8 +89,7 @@ def ask_a_person(cfg: ServiceConfig, plan: str, what: str) -> str:
         RollbackRefusedError: rejected, or not answered in time (the message says which).
     """
     logger = get_run_logger()
-    timeout = cfg.env.approval_timeout_minutes
-    create_markdown_artifact(plan, key=f"approval-{cfg.name}", description="Waiting for approval")
+    create_markdown_artifact(plan, key=key, description="Waiting for approval")
     logger.warning(
         "waiting up to %g min for an approval of: %s (resume this run in the Prefect UI)",
         timeout,

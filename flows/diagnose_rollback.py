@@ -20,7 +20,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from flows.approval import ask_a_person, asks_approval
+from flows.approval import approval_key, ask_a_person, asks_approval
 from flows.rollback_steps import one_rollback_at_a_time
 from playbook.checks import ProbeResult
 from playbook.diagnosis import (
@@ -174,7 +174,9 @@ def _approved_restart(
         diagnosis, plan, pods, cfg.environment, cfg.env.approval_timeout_minutes
     )
     try:
-        approved = ask_a_person(cfg, text, action)
+        approved = ask_a_person(
+            approval_key(cfg.name), cfg.env.approval_timeout_minutes, text, action
+        )
     except RollbackRefusedError as exc:
         return RemedyOutcome(action, False, str(exc), False), exc
     now = read_workload(cfg.namespace, cfg.deployment)

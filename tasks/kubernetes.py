@@ -260,6 +260,17 @@ kubernetes_api_task = task(
 
 
 @kubernetes_api_task
+def list_deployment_names(namespace: str, selector: str) -> tuple[str, ...]:
+    """`kubectl get deployments -l <selector> -o name`: the names of the matching Deployments."""
+    apps = client.AppsV1Api(kube_client())
+    with translating(f"list Deployments in {namespace} matching {selector!r}"):
+        found = apps.list_namespaced_deployment(
+            namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+        )
+    return tuple(sorted(d.metadata.name for d in found.items))
+
+
+@kubernetes_api_task
 def read_deployment_status(namespace: str, name: str) -> RolloutStatus:
     """Read a Deployment's replicas, images, conditions and rollout progress."""
     return rollout_status(get_deployment(namespace, name))

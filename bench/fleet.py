@@ -1,0 +1,153 @@
+"""Benchmark: one incident's fleet rollback of N services, N = 1, 10, 50 (and the ratio 50/1).
+
+Each round creates N services (a Deployment each, in its own namespace, released v1.0.0 →
+v1.0.1), rolls all of them back with `fleet_rollback(max_parallel=N)` against the stack's
+Prefect server (PostgreSQL-backed, never a temporary SQLite one), checks that every
+Deployment is back on v1.0.0, and deletes them. The checklist after the rollback and the
+follow-up monitor are off: they are the same for one service or fifty. Prints the median
+seconds per N over `--runs` rounds and the ratio of N=50 to N=1.
+
+    make stack-up && eval "$(.venv/bin/python -m stack env)"
+    .venv/bin/python bench/fleet.py --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import yaml  # noqa: E402
+from kubernetes import client, config  # noqa: E402
+
+from stack.manifests import deployment_manifest  # noqa: E402
+
+IMAGE = "ghcr.io/acme/rag-api"
+GOOD, BAD = "v1.0.0", "v1.0.1"
+
+
+def wait_rolled_out(
+    apps: client.AppsV1Api, namespace: str, name: str, timeout: float = 180
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = apps.read_namespaced_deployment(name, namespace)
+        s = d.status
+        if (s.observed_generation or 0) >= d.metadata.generation and (
+            s.updated_replicas,
+            s.replicas,
+            s.available_replicas,
+        ) == (d.spec.replicas,) * 3:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{namespace}/{name} did not roll out")
+
+
+def release(apps: client.AppsV1Api, core: client.CoreV1Api, names: list[str]) -> None:
+    """Each service at GOOD, then released BAD (revision 2), all rolled out."""
+    for name in names:
+        core.create_namespace({"metadata": {"name": name}})
+        apps.create_namespaced_deployment(name, deployment_manifest(f"{IMAGE}:{GOOD}", name=name))
+    for name in names:
+        wait_rolled_out(apps, name, name)
+        apps.patch_namespaced_deployment(
+            name,
+            name,
+            {"spec": {"template": {"spec": {"containers": [
+                {"name": "rag-api", "image": f"{IMAGE}:{BAD}"}
+            ]}}}},
+        )  # fmt: skip
+    for name in names:
+        wait_rolled_out(apps, name, name)
+
+
+def one_round(apps: client.AppsV1Api, core: client.CoreV1Api, n: int, tmp: Path) -> float:
+    from flows.fleet_rollback import fleet_rollback
+
+    names = [f"fleet-{uuid.uuid4().hex[:6]}" for _ in range(n)]
+    services = tmp / f"services-{n}.yaml"
+    services.write_text(
+        yaml.safe_dump(
+            {
+                "default_service": names[0],
+                "services": {
+                    name: {
+                        "namespace": name,
+                        "deployment": name,
+                        "container": "rag-api",
+                        "image_repository": IMAGE,
+                        "rollout_timeout_seconds": 180,
+                    }
+                    for name in names
+                },
+            }
+        )
+    )
+    os.environ["ROLLBACK_FLOWS_SERVICES"] = str(services)
+    release(apps, core, names)
+    try:
+        started = time.perf_counter()
+        report = fleet_rollback(services=names, max_parallel=n)
+        seconds = time.perf_counter() - started
+        if report.failed:
+            raise SystemExit(f"N={n}: {report.summary()}")
+        for name in names:
+            image = apps.read_namespaced_deployment(name, name).spec.template.spec.containers[0]
+            if image.image != f"{IMAGE}:{GOOD}":
+                raise SystemExit(f"N={n}: {name} is on {image.image}")
+        return seconds
+    finally:
+        for name in names:
+            core.delete_namespace(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", default="1,10,50")
+    args = parser.parse_args()
+    api_url = os.environ.get("PREFECT_API_URL")
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not api_url or not kubeconfig:
+        raise SystemExit(
+            "set PREFECT_API_URL and KUBECONFIG to the stack's: "
+            'make stack-up && eval "$(.venv/bin/python -m stack env)"'
+        )
+    sizes = [int(n) for n in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        shipped = yaml.safe_load((REPO / "deployments" / "post-rollback.yaml").read_text())
+        shipped["verification"]["after_rollback"]["enabled"] = False
+        shipped["follow_up"]["enabled"] = False
+        post_rollback = Path(tmp) / "post-rollback.yaml"
+        post_rollback.write_text(yaml.safe_dump(shipped))
+        os.environ["ROLLBACK_FLOWS_POST_ROLLBACK"] = str(post_rollback)
+        api = config.new_client_from_config(config_file=kubeconfig)
+        apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+        print(
+            f"environment: Prefect {api_url}, cluster {kubeconfig} (KWOK), "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}, {args.runs} runs"
+        )
+        medians: dict[int, float] = {}
+        for n in sizes:
+            times = [one_round(apps, core, n, Path(tmp)) for _ in range(args.runs)]
+            medians[n] = statistics.median(times)
+            print(
+                f"N={n:>3}: median {medians[n]:6.2f} s  "
+                f"(runs: {', '.join(f'{t:.2f}' for t in times)})"
+            )
+        if 1 in medians and max(sizes) > 1:
+            top = max(sizes)
+            print(f"ratio N={top} / N=1: {medians[top] / medians[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
