@@ -21,6 +21,7 @@ bench/faults.py.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import os
@@ -508,12 +509,35 @@ def restart_apiserver(address: str, down_seconds: float) -> int:
 # The Prefect worker process ------------------------------------------------------------------
 
 
-def kill_worker(state: StackState) -> None:
-    """SIGKILL the stack's Prefect worker and the flow runs it executes (its process group),
-    as when its machine dies: nothing reports to the Prefect server."""
-    pid = state.pids["worker"]
-    os.killpg(pid, signal.SIGKILL)
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (its flow runs run in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_machine(pid: int) -> None:
+    """SIGKILL a worker and every process it started, as when its machine dies: nothing is
+    told, nothing is cleaned up, no lock is given back."""
+    for victim in [*descendants(pid), pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
     wait_until("the killed worker to be gone", lambda: not alive(pid), 10)
+
+
+def kill_worker(state: StackState) -> None:
+    """SIGKILL the stack's Prefect worker and the flow runs it executes (every process below
+    it: a flow run runs in a session of its own), as when its machine dies: nothing reports
+    to the Prefect server."""
+    kill_machine(state.pids["worker"])
 
 
 def start_another_worker(state: StackState) -> int:

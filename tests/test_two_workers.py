@@ -7,8 +7,6 @@ the surviving worker, is refused while the dead run's lease lasts, and nothing i
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from cluster import (
     snapshot,
     wait_rolled_out,
 )
+from faults import kill_machine
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pools import pool_with_deployment
@@ -40,7 +39,7 @@ from playbook.services import SERVICES_ENV
 from stack.config import REPO_DIR
 from stack.local import StackState
 from stack.prefect_worker import start_worker
-from stack.processes import alive, stop, wait_until
+from stack.processes import stop
 from tasks.concurrency import LEASE_SECONDS, forget_rollbacks
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
@@ -104,30 +103,6 @@ def release(apps: client.AppsV1Api, namespace: str, version: str) -> None:
     body = {"spec": {"template": {"spec": {"containers": [container]}}}}
     apps.patch_namespaced_deployment("rag-api", namespace, body)
     wait_rolled_out(apps, namespace, "rag-api")
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (its flow runs run in sessions of their own)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def kill_machine(pid: int) -> None:
-    """SIGKILL a worker and every process it started, as when its machine dies: nothing is
-    told, nothing is cleaned up, no lock is given back."""
-    for victim in [*descendants(pid), pid]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(victim, signal.SIGKILL)
-    wait_until("the killed worker to be gone", lambda: not alive(pid), 10)
 
 
 def final(prefect: Any, run_id: UUID) -> FlowRun | None:
