@@ -13,6 +13,7 @@ from stack.local import StackState
 
 MANIFESTS = REPO_DIR / "deployments" / "kubernetes"
 RBAC = MANIFESTS / "rbac.yaml"
+RBAC_GITOPS = MANIFESTS / "rbac-gitops.yaml"
 WORKER = MANIFESTS / "worker.yaml"
 RECEIVER = MANIFESTS / "receiver.yaml"
 

@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import REPOSITORY, build_history, snapshot, use_services, wait_settled
-from kubernetes import client
+from accounts import RBAC, RBAC_GITOPS, apply_manifest, service_account_kubeconfig
+from cluster import (
+    REPOSITORY,
+    build_history,
+    eventually,
+    snapshot,
+    use_services,
+    wait_settled,
+)
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from flows.kubernetes_rollback import kubernetes_rollback
-from playbook.errors import RollbackRefusedError
+from playbook.errors import AccessDeniedError, RollbackRefusedError
 from playbook.gitops import (
     SUSPENDED_POLICY_ANNOTATION,
     OwnerRef,
@@ -29,6 +37,7 @@ from playbook.gitops import (
     owner_state,
     suspend_patch,
 )
+from stack.local import StackState
 
 GOOD, BAD = "v1.2.3", "v1.2.4"
 SELF_HEAL = {"syncPolicy": {"automated": {"prune": True, "selfHeal": True}}}
@@ -245,3 +254,52 @@ def test_a_suspended_owner_does_not_stand_in_the_way(
     assert snapshot(apps, ns).image == f"{REPOSITORY}:{GOOD}"
     assert any("it is suspended, so it does not revert this" in d for d in report.details)
     assert read(custom, ns, "HelmRelease") == release_before  # not touched
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+def test_as_its_service_account_a_gitops_owner_needs_the_gitops_role(
+    local_stack: StackState,
+    kube_api: client.ApiClient,
+    apps: client.AppsV1Api,
+    custom: client.CustomObjectsApi,
+    owned_release: str,
+    owner: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rbac.yaml alone cannot read the Application: the rollback stops with the 403 before it
+    changes anything; with rbac-gitops.yaml in the owner's namespace it suspends the owner and
+    rolls back, as the flows' ServiceAccount."""
+    ns = owned_release
+    owner("Application", SELF_HEAL)
+    apply_manifest(kube_api, RBAC, ns)
+    kubeconfig = service_account_kubeconfig(local_stack, kube_api, tmp_path)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    before, app_before = snapshot(apps, ns), read(custom, ns, "Application")
+
+    with pytest.raises(AccessDeniedError, match=f"application-{ns}.*403"):
+        kubernetes_rollback("rag-api", suspend_gitops=True)
+    assert snapshot(apps, ns) == before
+    assert read(custom, ns, "Application") == app_before
+
+    apply_manifest(kube_api, RBAC_GITOPS, ns)
+    as_sa = client.CustomObjectsApi(config.new_client_from_config(config_file=str(kubeconfig)))
+    group, version, plural = KINDS["Application"]
+
+    def readable() -> bool:
+        try:
+            as_sa.get_namespaced_custom_object(group, version, ns, plural, f"application-{ns}")
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            return False
+        return True
+
+    # the API server's authorizer sees the new Role within a moment
+    eventually(readable, 10, "the Application readable as the ServiceAccount")
+    report = kubernetes_rollback("rag-api", suspend_gitops=True)
+
+    assert "automated" not in read(custom, ns, "Application")["spec"]["syncPolicy"]
+    assert snapshot(apps, ns).image == f"{REPOSITORY}:{GOOD}"
+    assert report.changed
