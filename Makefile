@@ -36,8 +36,12 @@ $(STAMP): pyproject.toml
 binaries: $(STAMP)
 	@$(PY) -m stack build
 
+# Two pytest workers, each with its own local stack, each running whole test files (module
+# fixtures and the order inside a file hold); the stack tests mostly wait on the cluster, so
+# two halve the wall time on 2 cores. TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # Mutation testing of the pure decision logic (playbook/, receiver's parsing and routing) over
 # the unit tests; prints the score and every surviving mutant, fails under MUTATION_MIN %.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,11 +38,23 @@ def ensure_port_free(port: int, what: str) -> None:
             ) from exc
 
 
+FREE_PORTS = range(20000, 32000)
+"""Where `free_port` looks: below Linux's ephemeral range (32768-60999), from which every
+outgoing connection takes its source port, so a port chosen now is not taken by some client
+before the service that is to listen on it starts (two stacks start side by side in tests)."""
+
+
 def free_port() -> int:
-    """A TCP port on loopback that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on loopback that is free right now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(FREE_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise StackError(f"no free loopback port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1}")
 
 
 def start(name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> int:
