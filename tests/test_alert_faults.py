@@ -52,7 +52,7 @@ from playbook.names import target_tag
 from playbook.post_rollback import POST_ROLLBACK_ENV
 from receiver.app import UNAVAILABLE
 from stack.config import Ports
-from stack.local import LocalStack, StackState
+from stack.local import KNOWN_GOOD_SECONDS, LocalStack, StackState
 from stack.processes import free_port
 from stack.prometheus import p99_latency_expr
 from stack.sink import WebhookSink
@@ -159,8 +159,11 @@ def release_fresh(stack: AlertStack, good: str) -> None:
         apps.delete_namespaced_deployment("rag-api", ns, propagation_policy="Foreground")
         eventually(lambda: not apps.list_namespaced_replica_set(ns).items, 60, "no ReplicaSet left")
     eventually(lambda: not apps.list_namespaced_deployment(ns).items, 60, "the Deployment deleted")
+    deployed = time.monotonic()
     apps.create_namespaced_deployment(ns, deployment_body(f"{REPOSITORY}:{good}"))
     wait_rolled_out(apps, ns, "rag-api")
+    # the alert's rollback goes to the last known-good revision: let this one become it
+    time.sleep(max(0.0, deployed + KNOWN_GOOD_SECONDS + 1 - time.monotonic()))
 
 
 def release(stack: AlertStack, version: str) -> None:

@@ -41,7 +41,9 @@ from tasks.concurrency import forget_rollbacks
 
 GOOD, BAD = "v1.2.3", "v1.2.4"
 
-# The shipped routes' first two, with a small body limit.
+# The shipped routes' first two, with a small body limit, going to the previous revision: these
+# tests are about delivery, dedupe and the lock, not about which revision is known good (a
+# version's own history in Prometheus, which tests/test_last_good.py builds on purpose).
 TEST_ROUTES = """
 token_secret: {block}
 max_body_bytes: 4096
@@ -53,6 +55,7 @@ routes:
       service: "{{{{ labels.service }}}}"
       namespace: "{{{{ labels.namespace | optional }}}}"
       procedure: kubernetes_rollback
+      target: previous
       reason: "{{{{ annotations.summary }}}}"
       alert_started_at: "{{{{ alert.starts_at }}}}"
   - name: latency-critical
@@ -62,6 +65,7 @@ routes:
       service: "{{{{ labels.service }}}}"
       namespace: "{{{{ labels.namespace | optional }}}}"
       procedure: kubernetes_rollback
+      target: previous
 """
 
 

@@ -222,6 +222,10 @@ def test_the_deployments_page_lists_every_deployment_of_prefect_yaml(ui: str, pa
 
     page.get_by_role("link", name="Deployments", exact=True).first.click()
     expect(page.get_by_text(f"{len(expected)} Deployments", exact=True)).to_be_visible()
+    # the list shows 10 a page: all of them on one
+    page.wait_for_url("**/deployments?*limit=*")
+    page.goto(re.sub(r"limit=\d+", "limit=50", page.url))
+    expect(page.get_by_text(f"{len(expected)} Deployments", exact=True)).to_be_visible()
     for flow_name, name in expected:
         row = (
             page.get_by_role("row")
