@@ -36,6 +36,7 @@ from playbook.provenance import (
     current_replicaset,
     parse_mark,
     rollout_origin,
+    time_floor,
 )
 from playbook.rollout import (
     REVISION_HISTORY_ANNOTATION,
@@ -114,7 +115,7 @@ def revision_spans(
         number = int(revision_of(rs) or 0)
         former = _former(rs)
         first = min([number, *former])
-        became.setdefault(first, _created(meta.get("creationTimestamp")))
+        became.setdefault(first, time_floor(meta.get("creationTimestamp")))
         for n in former:
             became.setdefault(n, None)
         if meta.get("name") == current_name:
@@ -151,16 +152,6 @@ def revision_spans(
 def _former(rs: Mapping[str, Any]) -> set[int]:
     history = ((rs.get("metadata") or {}).get("annotations") or {}).get(REVISION_HISTORY_ANNOTATION)
     return {int(n) for n in str(history or "").split(",") if n.strip().isdigit()}
-
-
-def _created(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _version(rs: Mapping[str, Any], container: str) -> str | None:

@@ -165,7 +165,7 @@ def _time(value: object) -> datetime | None:
     return parsed
 
 
-def _time_floor(value: object) -> datetime | None:
+def time_floor(value: object) -> datetime | None:
     """A Kubernetes timestamp, as the earliest instant it may stand for (a lower bound)."""
     if not isinstance(value, str) or not value:
         return None
@@ -268,9 +268,9 @@ def _previous_since(
 ) -> datetime | None:
     """The earliest the revision before the current one can have become current."""
     meta = deployment.get("metadata", {})
-    bounds = [_time_floor(meta.get("creationTimestamp"))]
+    bounds = [time_floor(meta.get("creationTimestamp"))]
     if previous is not None:
-        bounds.append(_time_floor(previous.get("metadata", {}).get("creationTimestamp")))
+        bounds.append(time_floor(previous.get("metadata", {}).get("creationTimestamp")))
         mark = parse_mark((meta.get("annotations") or {}).get(ROLLBACK_MARK_ANNOTATION))
         if mark is not None and mark.replicaset == previous["metadata"].get("name"):
             bounds.append(mark.at)

@@ -543,9 +543,11 @@ def test_a_healthy_service_gets_a_clean_report_of_what_was_checked(
     assert "t0k3n" not in markdown
 
 
-def make_unready(core: client.CoreV1Api, namespace: str) -> None:
-    """Every rag-api pod stops being ready (its readiness probe fails after a dependency
-    outage), written to the pods' status as the kubelet would."""
+def set_ready(core: client.CoreV1Api, namespace: str, ready: bool) -> None:
+    """Every rag-api pod stops (or starts again) being ready, its readiness probe failing after
+    a dependency outage (or passing once it is back), written to the pods' status as the
+    kubelet would."""
+    state = "True" if ready else "False"
     for pod in core.list_namespaced_pod(namespace, label_selector="app=rag-api").items:
         core.patch_namespaced_pod_status(
             pod.metadata.name,
@@ -557,13 +559,18 @@ def make_unready(core: client.CoreV1Api, namespace: str) -> None:
                     "value": [
                         {"type": "Initialized", "status": "True"},
                         {"type": "PodScheduled", "status": "True"},
-                        {"type": "ContainersReady", "status": "False"},
-                        {"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
+                        {"type": "ContainersReady", "status": state},
+                        {"type": "Ready", "status": state}
+                        | ({} if ready else {"reason": "ContainersNotReady"}),
                     ],
                 },
-                {"op": "replace", "path": "/status/containerStatuses/0/ready", "value": False},
+                {"op": "replace", "path": "/status/containerStatuses/0/ready", "value": ready},
             ],
         )
+
+
+def make_unready(core: client.CoreV1Api, namespace: str) -> None:
+    set_ready(core, namespace, False)
 
 
 def test_remedy_restarts_a_stuck_rollout_and_without_it_nothing_changes(
@@ -616,28 +623,6 @@ def test_remedy_restarts_a_stuck_rollout_and_without_it_nothing_changes(
     assert f"`kubectl -n {namespace} rollout restart deployment/rag-api`" in markdown
 
 
-def set_ready(core: client.CoreV1Api, namespace: str) -> None:
-    """Every rag-api pod becomes ready again (its dependency is back), as the kubelet writes."""
-    for pod in core.list_namespaced_pod(namespace, label_selector="app=rag-api").items:
-        core.patch_namespaced_pod_status(
-            pod.metadata.name,
-            namespace,
-            [
-                {
-                    "op": "replace",
-                    "path": "/status/conditions",
-                    "value": [
-                        {"type": "Initialized", "status": "True"},
-                        {"type": "PodScheduled", "status": "True"},
-                        {"type": "ContainersReady", "status": "True"},
-                        {"type": "Ready", "status": "True"},
-                    ],
-                },
-                {"op": "replace", "path": "/status/containerStatuses/0/ready", "value": True},
-            ],
-        )
-
-
 def remedy_in_the_background() -> tuple[Background, UUID]:
     since = datetime.now(UTC)
     run = Background(lambda: diagnose_rollback("rag-api", remedy=True, return_state=True))
@@ -681,7 +666,7 @@ def test_in_production_the_remedy_waits_for_a_person_and_acts_on_what_is_true_th
 
     # approved only after the pods recovered by themselves: nothing is restarted
     run, run_id = remedy_in_the_background()
-    set_ready(core, namespace)
+    set_ready(core, namespace, True)
     wait_for(
         "3 available replicas",
         lambda: (
