@@ -25,7 +25,7 @@ from pydantic import Field
 
 from flows.rollback_steps import publish_report
 from playbook.errors import NotFoundError, RollbackRefusedError
-from playbook.report import RollbackReport
+from playbook.rollback_report import RollbackReport
 from playbook.services import ServiceConfig
 from tasks.kubernetes import list_pods, read_deployment_status
 

@@ -21,8 +21,8 @@ from flows.rollback_steps import container_version, publish_report
 from playbook.actions import dispatch_inputs
 from playbook.checks import same_version
 from playbook.errors import InvalidInputError, RolloutFailedError, VerificationFailedError
-from playbook.report import RollbackReport
-from playbook.rollout import validate_version
+from playbook.images import validate_version
+from playbook.rollback_report import RollbackReport
 from playbook.services import ServiceConfig, load_service
 from tasks.github_actions import (
     dispatch_workflow,

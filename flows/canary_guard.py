@@ -29,8 +29,8 @@ from playbook.guard import (
     Health,
     evaluate_canary,
 )
+from playbook.images import validate_version, version_of
 from playbook.post_rollback import ProbeSettings
-from playbook.rollout import validate_version, version_of
 from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import PrometheusSettings, load_decision_matrix
 from tasks.kubernetes import kubernetes_context, read_deployment_status

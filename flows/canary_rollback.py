@@ -28,10 +28,10 @@ from flows.rollback_steps import (
 )
 from playbook.errors import InvalidInputError, NotFoundError
 from playbook.incident import ManualReason
-from playbook.report import RollbackReport, Stopwatch
-from playbook.results import patch_text
+from playbook.rollback_report import RollbackReport, Stopwatch
 from playbook.rollout import RolloutStatus
 from playbook.services import load_service
+from playbook.task_results import patch_text
 from tasks.istio import read_virtual_service, remove_canary_routes, verify_traffic_to_stable
 from tasks.kubernetes import read_deployment_status, scale_deployment, wait_for_rollout
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from playbook.errors import InvalidInputError
-from playbook.rollout import validate_version
+from playbook.images import validate_version
 from playbook.services import load_service
 
 EVENT = "rollback-flows.canary.started"

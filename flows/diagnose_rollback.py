@@ -45,11 +45,11 @@ from playbook.errors import (
     RollbackRefusedError,
     RolloutFailedError,
 )
+from playbook.images import version_of
 from playbook.post_rollback import load_post_rollback
 from playbook.provenance import FIELD_MANAGER
-from playbook.results import patch_text
-from playbook.rollout import version_of
 from playbook.services import ServiceConfig, load_service
+from playbook.task_results import patch_text
 from playbook.thresholds import load_decision_matrix
 from playbook.traffic import VirtualServiceState
 from tasks.istio import read_virtual_service

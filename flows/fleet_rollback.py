@@ -26,7 +26,7 @@ from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.errors import InvalidInputError, RollbackError
 from playbook.fleet import FleetReport, FleetRow
 from playbook.incident import ManualReason
-from playbook.report import RollbackReport
+from playbook.rollback_report import RollbackReport
 from playbook.services import ServiceConfig, load_service, load_services
 from tasks.kubernetes import kubernetes_context, list_deployment_names
 

@@ -46,7 +46,7 @@ from playbook.incident import StartedBy
 from playbook.names import ledger_name
 from playbook.notices import Cause
 from playbook.provenance import judge_alert_age
-from playbook.report import RollbackReport
+from playbook.rollback_report import RollbackReport
 from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import Indicator, load_decision_matrix
 from tasks.concurrency import read_rollback_ledger, record_automatic_rollback

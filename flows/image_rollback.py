@@ -19,11 +19,11 @@ from flows.rollback_steps import (
     publish_dry_run,
     wait_verify_and_report,
 )
+from playbook.images import parse_image, set_image_patch, validate_version, version_of
 from playbook.incident import ManualReason
-from playbook.report import RollbackReport, Stopwatch
-from playbook.results import patch_text
-from playbook.rollout import parse_image, set_image_patch, validate_version, version_of
+from playbook.rollback_report import RollbackReport, Stopwatch
 from playbook.services import load_service
+from playbook.task_results import patch_text
 from tasks.kubernetes import read_deployment_status, set_deployment_image, wait_for_rollout
 from tasks.registry import confirm_image_tag
 

@@ -26,9 +26,9 @@ from flows.rollback_steps import (
 )
 from playbook.errors import InvalidInputError, RollbackRefusedError
 from playbook.incident import ManualReason
-from playbook.report import RollbackReport, Stopwatch
-from playbook.results import patch_text
+from playbook.rollback_report import RollbackReport, Stopwatch
 from playbook.services import load_service
+from playbook.task_results import patch_text
 from tasks.kubernetes import (
     read_deployment_status,
     read_rollout_history,

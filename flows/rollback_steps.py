@@ -29,14 +29,15 @@ from playbook.errors import (
     VerificationFailedError,
 )
 from playbook.guard import lifetime_window
+from playbook.images import validate_version, version_of
 from playbook.incident import StartedBy, audit_payload, deployment_resource
 from playbook.names import lock_name
 from playbook.notices import Cause, infrastructure_evidence
 from playbook.post_rollback import load_post_rollback
-from playbook.report import RollbackReport, Stopwatch, unready_pods
-from playbook.results import EventRecord, LogScan
-from playbook.rollout import PodState, RolloutStatus, validate_version, version_of
+from playbook.rollback_report import RollbackReport, Stopwatch, unready_pods
+from playbook.rollout import PodState, RolloutStatus
 from playbook.services import ServiceConfig
+from playbook.task_results import EventRecord, LogScan
 from playbook.thresholds import load_decision_matrix
 from tasks.audit import record_change
 from tasks.concurrency import ensure_service_lock, hold_service_lock

@@ -23,8 +23,9 @@ from playbook.checks import (
     check_version,
 )
 from playbook.errors import RollbackError, VerificationFailedError
+from playbook.images import validate_version
 from playbook.post_rollback import ProbeSettings, load_post_rollback
-from playbook.rollout import PodState, validate_version
+from playbook.rollout import PodState
 from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import DecisionMatrix, Indicator, load_decision_matrix
 from tasks.kubernetes import kubernetes_context, list_pods, read_deployment_status

@@ -25,17 +25,17 @@ from typing import Any
 
 from playbook.checks import ProbeResult
 from playbook.errors import InvalidInputError
-from playbook.results import EventRecord
+from playbook.images import parse_image
 from playbook.rollout import (
     POD_TEMPLATE_HASH_LABEL,
     PROGRESS_DEADLINE_EXCEEDED,
     Revision,
     RolloutStatus,
-    parse_image,
     revision_history,
     rollout_status,
 )
 from playbook.services import Destination
+from playbook.task_results import EventRecord
 from playbook.traffic import VirtualServiceState, paths_to
 
 RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"

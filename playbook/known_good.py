@@ -31,6 +31,7 @@ from typing import Any
 
 from playbook.errors import InvalidInputError
 from playbook.guard import duration_seconds
+from playbook.images import version_of
 from playbook.provenance import (
     ROLLBACK_MARK_ANNOTATION,
     current_replicaset,
@@ -38,12 +39,7 @@ from playbook.provenance import (
     rollout_origin,
     time_floor,
 )
-from playbook.rollout import (
-    REVISION_HISTORY_ANNOTATION,
-    owned_replicasets,
-    revision_of,
-    version_of,
-)
+from playbook.rollout import REVISION_HISTORY_ANNOTATION, owned_replicasets, revision_of
 from playbook.thresholds import Indicator, Level
 
 KNOWN_GOOD_INDICATORS = ("error_rate", "p99_latency")

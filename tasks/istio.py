@@ -15,8 +15,8 @@ from kubernetes import client
 
 from playbook.errors import VerificationFailedError
 from playbook.provenance import FIELD_MANAGER
-from playbook.results import RouteRemoval, patch_text
 from playbook.services import Destination
+from playbook.task_results import RouteRemoval, patch_text
 from playbook.traffic import (
     VirtualServiceState,
     plan_canary_removal,

@@ -43,6 +43,7 @@ from playbook.errors import (
     RolloutFailedError,
     TransientError,
 )
+from playbook.images import set_image_patch
 from playbook.provenance import (
     FIELD_MANAGER,
     ROLLBACK_MARK_ANNOTATION,
@@ -51,7 +52,6 @@ from playbook.provenance import (
     check_repeat,
     rollout_origin,
 )
-from playbook.results import EventRecord, ImageChange, LogScan, ScaleChange, UndoResult
 from playbook.rollout import (
     PodState,
     Revision,
@@ -62,8 +62,8 @@ from playbook.rollout import (
     pod_state,
     revision_history,
     rollout_status,
-    set_image_patch,
 )
+from playbook.task_results import EventRecord, ImageChange, LogScan, ScaleChange, UndoResult
 from tasks.boundary import retry_condition_fn, run_logger, translate_error, translating
 
 REQUEST_TIMEOUT = (5.0, 30.0)

@@ -26,7 +26,7 @@ from flows.canary_rollback import canary_rollback
 from flows.guarded_rollback import guarded_rollback
 from flows.image_rollback import image_rollback
 from flows.kubernetes_rollback import kubernetes_rollback
-from playbook.report import RollbackReport
+from playbook.rollback_report import RollbackReport
 from playbook.services import parse_services
 
 GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"

@@ -26,8 +26,8 @@ from playbook.diagnosis import (
     service_facts,
     workload,
 )
-from playbook.results import EventRecord
 from playbook.services import Destination
+from playbook.task_results import EventRecord
 from playbook.traffic import virtual_service_state
 
 GOLDEN = Path(__file__).with_name("golden")

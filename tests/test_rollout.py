@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from playbook.errors import InvalidInputError, RevisionNotFoundError
+from playbook.images import parse_image, set_image_patch, validate_version, version_of
 from playbook.rollout import (
     CHANGE_CAUSE_ANNOTATION,
     REVISION_ANNOTATION,
@@ -18,17 +19,13 @@ from playbook.rollout import (
     RolloutStatus,
     describe_waiting,
     owned_replicasets,
-    parse_image,
     plan_undo,
     pod_state,
     revision_history,
     revision_of,
     rollout_progress,
     rollout_status,
-    set_image_patch,
     templates_equal,
-    validate_version,
-    version_of,
 )
 
 UID = "5f0c6d0e-0000-4000-8000-000000000001"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from playbook.checks import Checklist, CheckResult, Status
-from playbook.report import RollbackReport, Stopwatch, unready_pods
-from playbook.results import EventRecord, LogScan
+from playbook.rollback_report import RollbackReport, Stopwatch, unready_pods
 from playbook.rollout import PodState
+from playbook.task_results import EventRecord, LogScan
 
 GOLDEN = Path(__file__).with_name("golden")
 

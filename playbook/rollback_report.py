@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from playbook.checks import Checklist
-from playbook.results import EventRecord, LogScan
 from playbook.rollout import PodState
+from playbook.task_results import EventRecord, LogScan
 
 
 class Stopwatch:
