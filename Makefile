@@ -65,7 +65,7 @@ mutation: python
 lint: python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy stack flows tasks playbook receiver bench
+	$(VENV)/bin/mypy stack flows tasks playbook receiver bench warm_worker
 	@test -x "$(ACTIONLINT)" || { echo "lint: $(ACTIONLINT) is missing; make setup builds it"; exit 1; }
 	$(ACTIONLINT) -shellcheck= .github/workflows/*.yml
 

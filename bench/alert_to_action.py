@@ -1,40 +1,37 @@
 """Benchmark: Alertmanager webhook received by the receiver → Deployment patched by the rollback.
 
-Each round posts one Alertmanager-shaped webhook (a new firing: new fingerprint) to the
-receiver, which creates a `guarded-rollback/alert` flow run on the Prefect server; the stack's
-process worker picks it up and `kubernetes_rollback` undoes rag-api in a scratch namespace.
+Each round is an incident as it happens: CI releases a new version of rag-api in the
+stack's staging environment, then an Alertmanager-shaped webhook (a new firing: new
+fingerprint) reaches the receiver, which creates a `guarded-rollback/alert` flow run on the
+Prefect server; the stack's worker picks it up and `kubernetes_rollback` undoes the release.
 The end is the Deployment's MODIFIED watch event with a new generation (the undo's patch).
-Rounds alternate between the last two revisions, and the hourly-cap ledger is reset between
-rounds (the cap would stop the fourth). Prints the median and p95, then where the time goes.
+The first round warms up and is not counted; the hourly-cap ledger is reset between rounds
+(the cap would stop the fourth). Prints the median and p95, then where the time goes.
 
-    .venv/bin/python bench/alert_to_action.py --rounds 10
+    .venv/bin/python bench/alert_to_action.py --rounds 20
 
-Uses the stack of the environment (`eval "$(.venv/bin/python -m stack env)"` after
-`make stack-up`: KUBECONFIG, PREFECT_API_URL, ROLLBACK_FLOWS_SERVICES, a worker on the local
-pool); without PREFECT_API_URL it starts a private stack on free ports and removes it after.
+Measures the environment's stack (`make stack-up`, then `eval "$(.venv/bin/python -m stack
+env)"`) or, without one, a private stack on free ports (see bench/common.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
-from kubernetes import client, config, watch  # noqa: E402
+import httpx
+from common import environment, follow_ups_since, measured_stack, release
+from kubernetes import client, config, watch
 
+NAMESPACE = "staging"  # an environment of the stack's services file
 ROUTES = """
 token_secret: alert-receiver-token-bench
 routes:
@@ -45,26 +42,10 @@ routes:
       service: rag-api
       namespace: {namespace}
       procedure: kubernetes_rollback
+      target: previous
       reason: "{{{{ annotations.summary }}}}"
       alert_started_at: "{{{{ alert.starts_at }}}}"
 """
-
-
-@contextlib.contextmanager
-def stack_environment() -> Iterator[None]:
-    """The environment's stack, or a private one started for this run."""
-    if os.environ.get("PREFECT_API_URL") and os.environ.get("KUBECONFIG"):
-        yield
-        return
-    from stack.config import Ports
-    from stack.local import LocalStack, running_stack
-    from stack.processes import free_port
-
-    ports = Ports(free_port(), free_port(), free_port(), free_port(), free_port())
-    print("bench: starting a private stack ...", file=sys.stderr)
-    with running_stack(LocalStack(f"bench-{os.getpid()}", ports, prefect=True)) as state:
-        os.environ.update(state.env())
-        yield
 
 
 def patched_at(apps: client.AppsV1Api, namespace: str, ready: threading.Event) -> list[float]:
@@ -89,12 +70,12 @@ def patched_at(apps: client.AppsV1Api, namespace: str, ready: threading.Event) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
 
-    with stack_environment():
+    with measured_stack("alert") as kind:
         from alerting import payload, running_receiver, save_token, wait_final
-        from cluster import build_history, wait_rolled_out
+        from cluster import build_history
         from prefect.client.orchestration import get_client
 
         from playbook.names import ledger_name
@@ -103,23 +84,28 @@ def main() -> None:
 
         api = config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-        namespace = f"bench-{uuid.uuid4().hex[:6]}"
-        core.create_namespace({"metadata": {"name": namespace}})
         try:
-            build_history(apps, namespace, ["v1.0.0", "v1.0.1"])
+            core.create_namespace({"metadata": {"name": NAMESPACE}})
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+        began = datetime.now(UTC)
+        totals, to_run, to_start = [], [], []
+        build_history(apps, NAMESPACE, ["v1.0.0"])  # refused if staging has a rag-api
+        try:
             token = save_token("alert-receiver-token-bench")
-            totals, to_run, to_start = [], [], []
-            with running_receiver(parse_config(ROUTES.format(namespace=namespace))) as url:
-                for _ in range(args.rounds):
-                    forget_rollbacks(ledger_name(namespace, "rag-api"))
+            with running_receiver(parse_config(ROUTES.format(namespace=NAMESPACE))) as url:
+                for round_ in range(args.rounds + 1):
+                    release(apps, NAMESPACE, f"v1.0.{round_ + 1}")
+                    forget_rollbacks(ledger_name(NAMESPACE, "rag-api"))
                     ready, result = threading.Event(), list[float]()
                     watcher = threading.Thread(
-                        target=lambda r=result, e=ready: r.extend(patched_at(apps, namespace, e))
+                        target=lambda r=result, e=ready: r.extend(patched_at(apps, NAMESPACE, e))
                     )
                     watcher.start()
                     ready.wait(10)
                     time.sleep(0.2)  # the watch is connected
-                    body = payload(starts_at=datetime.now(UTC).isoformat())
+                    body = payload(namespace=NAMESPACE, starts_at=datetime.now(UTC).isoformat())
                     sent = time.time()
                     response = httpx.post(
                         f"{url}/alerts",
@@ -137,26 +123,32 @@ def main() -> None:
                     assert run.state is not None and run.state.is_completed(), run.state
                     with get_client(sync_client=True) as c:
                         start = c.read_flow_run(run.id).start_time
+                    if round_ == 0:
+                        continue  # warm-up
                     totals.append(result[0] - sent)
                     to_run.append(answered - sent)
                     if start is not None:
                         to_start.append(start.timestamp() - sent)
-                    wait_rolled_out(apps, namespace, "rag-api", timeout=120)
+                    print(f"round {round_}: {totals[-1]:.3f} s", file=sys.stderr)
+            follow_ups = follow_ups_since(began)
+            print(environment(kind))
         finally:
-            core.delete_namespace(namespace)
-            forget_rollbacks(ledger_name(namespace, "rag-api"))
+            apps.delete_namespaced_deployment("rag-api", NAMESPACE)
+            forget_rollbacks(ledger_name(NAMESPACE, "rag-api"))
 
     p95 = statistics.quantiles(totals, n=20, method="inclusive")[18]
     print(
-        f"alert-to-action (webhook received → Deployment patched), {len(totals)} rounds: "
-        f"median {statistics.median(totals):.2f} s, p95 {p95:.2f} s"
+        f"alert-to-action (webhook received → Deployment patched), {len(totals)} rounds after"
+        f" one warm-up: median {statistics.median(totals):.3f} s, p95 {p95:.3f} s,"
+        f" max {max(totals):.3f} s"
     )
     print(
         f"  of which: receiver answered (flow run created) median "
         f"{statistics.median(to_run) * 1000:.0f} ms; flow run started by the worker median "
-        f"{statistics.median(to_start):.2f} s; undo patch median "
-        f"{statistics.median(totals) - statistics.median(to_start):.2f} s after the run started"
+        f"{statistics.median(to_start):.3f} s; undo patch median "
+        f"{statistics.median(totals) - statistics.median(to_start):.3f} s after the run started"
     )
+    print(f"  follow-up monitor runs created while measuring: {follow_ups}")
 
 
 if __name__ == "__main__":

@@ -86,22 +86,35 @@ class Receiver:
         self._seen: OrderedDict[str, AlertOutcome] = OrderedDict()
 
     async def handle(self, payload: WebhookPayload) -> list[AlertOutcome]:
-        """One outcome per alert of the payload, in order."""
-        outcomes = []
-        for alert in payload.alerts:
-            outcome = await self._handle_alert(alert)
-            self.counts[outcome.action.value] += 1
-            log.info(
-                "alert %s %s (%s): %s: %s",
-                outcome.alertname,
-                outcome.fingerprint,
-                outcome.status,
-                outcome.action.value,
-                outcome.message,
-            )
-            await self._record(alert, outcome)
-            outcomes.append(outcome)
-        return outcomes
+        """One outcome per alert of the payload, in order.
+
+        An Alertmanager group's webhook can name many services: their alerts are handled at
+        once, each service's own one after another in the payload's order (its lock is
+        first come, first served). Every alert is handled before an error is raised, so a
+        failure answers the webhook only when nothing is still being started.
+        """
+        results = await asyncio.gather(
+            *(self._handle_and_record(alert) for alert in payload.alerts),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [result for result in results if isinstance(result, AlertOutcome)]
+
+    async def _handle_and_record(self, alert: Alert) -> AlertOutcome:
+        outcome = await self._handle_alert(alert)
+        self.counts[outcome.action.value] += 1
+        log.info(
+            "alert %s %s (%s): %s: %s",
+            outcome.alertname,
+            outcome.fingerprint,
+            outcome.status,
+            outcome.action.value,
+            outcome.message,
+        )
+        await self._record(alert, outcome)
+        return outcome
 
     async def _handle_alert(self, alert: Alert) -> AlertOutcome:
         def outcome(action: Action, message: str, **more: Any) -> AlertOutcome:

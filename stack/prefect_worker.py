@@ -2,8 +2,9 @@
 
 This is how the local stack makes flow runs created from the UI, from schedules
 (post-rollback monitoring) and from alerts (the receiver) actually execute: the same
-`prefect deploy --all` an SRE runs in production, on a `process` work pool instead of a
-`kubernetes` one.
+`prefect deploy --all` an SRE runs in production, on a `warm-process` work pool (this
+project's worker: runs forked from a parent that has imported the flows, see `warm_worker`)
+instead of a `kubernetes` one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from stack.config import REPO_DIR
 from stack.processes import StackError, start, wait_until
 
 WORK_POOL = "local"
+WORKER_TYPE = "warm-process"
 
 
 def _prefect(*args: str, env: dict[str, str], timeout: float = 180) -> str:
@@ -48,7 +50,7 @@ def deploy_all(api_url: str, home: Path) -> None:
         "ROLLBACK_FLOWS_HOME": str(REPO_DIR),
         "ROLLBACK_FLOWS_WORK_POOL": WORK_POOL,
     }
-    _prefect("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite", env=env)
+    _prefect("work-pool", "create", WORK_POOL, "--type", WORKER_TYPE, "--overwrite", env=env)
     _prefect("deploy", "--all", env=env)
 
 
@@ -60,8 +62,13 @@ def start_worker(
     *,
     pool: str = WORK_POOL,
     name: str = "local-worker",
+    worker_type: str = WORKER_TYPE,
 ) -> int:
-    """Start a process worker polling `pool` every second; return its pid."""
+    """Start a worker of `worker_type` on `pool`; return its pid.
+
+    It polls every second; the warm-process worker also picks a run up as soon as the
+    server's events say one was scheduled.
+    """
     argv = [
         str(Path(sys.executable).with_name("prefect")),
         "worker",
@@ -69,7 +76,7 @@ def start_worker(
         "--pool",
         pool,
         "--type",
-        "process",
+        worker_type,
         "--name",
         name,
     ]

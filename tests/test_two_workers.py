@@ -144,7 +144,14 @@ def test_a_killed_worker_leaves_the_other_serving_and_the_lock_holding(
             with ThreadPoolExecutor(2) as starting:  # side by side: each takes seconds
                 started = {
                     name: starting.submit(
-                        start_worker, api_url, home, env, log, pool=pool, name=name
+                        start_worker,
+                        api_url,
+                        home,
+                        env,
+                        log,
+                        pool=pool,
+                        name=name,
+                        worker_type="process",
                     )
                     for name, log in logs.items()
                 }

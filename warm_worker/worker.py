@@ -1,0 +1,249 @@
+"""The warm-process worker: the process worker's pool and job, each run forked warm."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import multiprocessing
+import multiprocessing.context
+import os
+import pkgutil
+import runpy
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.flows import load_flow_from_flow_run
+from prefect.runner._flow_run_executor import FlowRunExecutionResult, FlowRunExecutorContext
+from prefect.runner._process_manager import ProcessHandle
+from prefect.settings import get_current_settings
+from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.runner._control_channel import ControlChannel
+
+PRELOAD_ENV = "WARM_WORKER_PRELOAD"
+"""Comma-separated modules the fork server imports once; unset: every module of `flows`."""
+
+ENGINE_MODULES = ("prefect.engine", "prefect.flow_engine", "prefect.task_engine")
+SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
+
+
+def preload_modules(environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
+    """What the fork server imports before it forks a run: the engine and the flows' modules."""
+    named = environ.get(PRELOAD_ENV)
+    if named is not None:
+        modules = [m.strip() for m in named.split(",") if m.strip()]
+    else:
+        try:
+            import flows
+        except ImportError:
+            modules = []
+        else:
+            modules = [f"flows.{m.name}" for m in pkgutil.iter_modules(flows.__path__)]
+    return [*ENGINE_MODULES, *modules]
+
+
+def fork_context() -> multiprocessing.context.ForkServerContext:
+    """The fork server's context, its preload set (it starts on first use)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(preload_modules())
+    return context
+
+
+def warm_up(context: multiprocessing.context.ForkServerContext) -> None:
+    """Start the fork server and wait until it has imported its preload (one empty child)."""
+    child = context.Process(target=_noop, name="warm-worker-warm-up")
+    child.start()
+    child.join()
+
+
+def _noop() -> None:
+    """A child that does nothing: forking it proves the fork server is up and preloaded."""
+
+
+def run_engine(env: dict[str, str], cwd: str) -> None:
+    """In the forked child: what `python -m prefect.engine` does, with the run's environment.
+
+    The engine's own `__main__` runs (reading `PREFECT__FLOW_RUN_ID`), under settings read
+    afresh from this environment. At the end the child shuts down the way an interpreter
+    does (Prefect's log and event services drain, exit handlers run), since a forked child
+    leaves by `os._exit`.
+    """
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    sys.argv = [sys.argv[0]]
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.settings import Settings
+
+    code: int | str | None = 0
+    try:
+        with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
+            runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        threading._shutdown()  # type: ignore[attr-defined]
+        atexit._run_exitfuncs()
+    sys.exit(code)
+
+
+class ForkedEngineStarter:
+    """Starts a flow run as a child of the fork server (a runner `ProcessStarter`)."""
+
+    def __init__(
+        self,
+        *,
+        context: multiprocessing.context.ForkServerContext,
+        cwd: Path,
+        env: dict[str, str | None],
+        control_channel: ControlChannel | None,
+    ) -> None:
+        self._context = context
+        self._cwd = cwd
+        self._env = env
+        self._control_channel = control_channel
+
+    def environment(self, flow_run: FlowRun) -> dict[str, str]:
+        """The run's environment, built as the process worker's engine command builds it."""
+        env: dict[str, str | None] = {**os.environ, **self._env}
+        env.update(get_current_settings().to_environment_variables(exclude_unset=True))
+        env.update(
+            {
+                "PREFECT__FLOW_RUN_ID": str(flow_run.id),
+                "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false",
+            }
+        )
+        return {key: value for key, value in env.items() if value is not None}
+
+    async def start(
+        self,
+        flow_run: FlowRun,
+        task_status: anyio.abc.TaskStatus[ProcessHandle] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        env = self.environment(flow_run)
+        registered = False
+        if self._control_channel is not None:
+            with contextlib.suppress(RuntimeError):  # no loopback listener: kill-only cancel
+                port, token = self._control_channel.register(flow_run.id)
+                env["PREFECT__CONTROL_PORT"] = str(port)
+                env["PREFECT__CONTROL_TOKEN"] = token
+                registered = True
+        handed_off = False
+        try:
+            child = self._context.Process(
+                target=run_engine, args=(env, str(self._cwd)), name=f"flow-run-{flow_run.id}"
+            )
+            await anyio.to_thread.run_sync(child.start)
+            task_status.started(ProcessHandle(child))  # type: ignore[arg-type]
+            handed_off = True
+            await anyio.to_thread.run_sync(child.join, abandon_on_cancel=True)
+        except BaseException:
+            if registered and not handed_off and self._control_channel is not None:
+                self._control_channel.unregister(flow_run.id)
+            raise
+
+
+class WarmProcessWorker(ProcessWorker):
+    """The process worker's pool and job variables; each run forked from a warm parent."""
+
+    type = "warm-process"
+    _description = (
+        "Execute flow runs as children forked from a warm parent that has imported the"
+        " flows once: a run starts in milliseconds instead of seconds."
+    )
+    _display_name = "Warm process"
+    _documentation_url = "https://github.com/rollback-flows/rollback-flows"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fork_context = fork_context()
+        self._wake_scope: anyio.CancelScope | None = None
+
+    async def setup(self) -> None:
+        await super().setup()
+        await anyio.to_thread.run_sync(warm_up, self._fork_context)
+        assert self._runs_task_group is not None
+        self._runs_task_group.start_soon(self._pick_up_on_scheduled_events)
+
+    async def teardown(self, *exc_info: Any) -> None:
+        if self._wake_scope is not None:
+            self._wake_scope.cancel()
+        await super().teardown(*exc_info)
+
+    async def _pick_up_on_scheduled_events(self) -> None:
+        """Between polls: a flow run scheduled anywhere makes the worker poll its pool now.
+
+        The poll is Prefect's own (`get_and_submit_flow_runs`): it submits only runs of this
+        pool that are due, never one already being submitted. Without the events stream
+        (an old server, a proxy without websockets) the worker keeps polling on its interval.
+        """
+        events = EventFilter(event=EventNameFilter(name=[SCHEDULED_EVENT]))
+        with anyio.CancelScope() as self._wake_scope:
+            while True:
+                try:
+                    async with get_events_subscriber(filter=events) as subscriber:
+                        async for _ in subscriber:
+                            await self.get_and_submit_flow_runs()
+                except Exception as exc:  # the polling loop still picks runs up
+                    self._logger.warning("Events stream lost (%s); polling only for now", exc)
+                    await anyio.sleep(5)
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: ProcessJobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> ProcessWorkerResult:
+        if configuration._command_configured:
+            return await super().run(flow_run, configuration, task_status)
+        if task_status is None:
+            task_status = anyio.TASK_STATUS_IGNORED
+        working_dir_ctx = (
+            tempfile.TemporaryDirectory(suffix="prefect")
+            if not configuration.working_dir
+            else contextlib.nullcontext(configuration.working_dir)
+        )
+        execution: FlowRunExecutionResult | None = None
+        with working_dir_ctx as working_dir, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            async with FlowRunExecutorContext() as ctx:
+                starter = ForkedEngineStarter(
+                    context=self._fork_context,
+                    cwd=Path(working_dir).resolve(),
+                    env=configuration.env,
+                    control_channel=ctx.control_channel,
+                )
+                executor = ctx.create_executor(
+                    flow_run,
+                    starter,
+                    resolve_flow=load_flow_from_flow_run,
+                    propose_submitting=False,
+                )
+
+                async def execute(
+                    *, task_status: anyio.abc.TaskStatus[ProcessHandle] = anyio.TASK_STATUS_IGNORED
+                ) -> None:
+                    nonlocal execution
+                    execution = await executor.submit(task_status=task_status)
+
+                async with anyio.create_task_group() as group:
+                    handle = await group.start(execute)
+                    if handle.pid is None:
+                        raise RuntimeError("Flow run process has no PID")
+                    task_status.started(handle.pid)
+
+        if execution is None or execution.status_code is None:
+            raise RuntimeError("Failed to start flow run process.")
+        return ProcessWorkerResult(
+            status_code=execution.status_code, identifier=str(execution.handle.pid)
+        )
