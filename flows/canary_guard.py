@@ -22,7 +22,6 @@ from pydantic import Field
 from flows.guarded_rollback import Action, GuardedRollback, guarded_rollback
 from playbook.errors import InvalidInputError, NotFoundError, RollbackError
 from playbook.guard import (
-    DEFAULT_MAX_AUTOMATIC_PER_HOUR,
     CanaryObservation,
     CanaryTriggers,
     CanaryVerdict,
@@ -36,9 +35,6 @@ from playbook.thresholds import PrometheusSettings, load_decision_matrix
 from tasks.kubernetes import kubernetes_context, read_deployment_status
 from tasks.probes import probe_health, probe_urls
 from tasks.prometheus import read_value, resolve_prometheus_url
-
-PLAYBOOK_TRIGGERS = CanaryTriggers()
-"""The playbook's automatic triggers: 10 min window, error rate > 5 %, P99 > 500 ms."""
 
 
 @dataclass(frozen=True)
@@ -124,13 +120,13 @@ def canary_guard(
     service: str,
     namespace: str | None = None,
     environment: str | None = None,
-    triggers: CanaryTriggers = PLAYBOOK_TRIGGERS,
+    triggers: CanaryTriggers | None = None,
     interval_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0,
     rate_window: str = "1m",
     metrics_service: str | None = None,
     base_url: str | None = None,
     prometheus_url: str | None = None,
-    max_per_hour: Annotated[int, Field(ge=0, le=10)] = DEFAULT_MAX_AUTOMATIC_PER_HOUR,
+    max_per_hour: Annotated[int, Field(ge=0, le=10)] | None = None,
     dry_run: bool = False,
     canary_version: str | None = None,
 ) -> CanaryGuardResult:
@@ -141,13 +137,15 @@ def canary_guard(
         namespace: The namespace of one of the service's environments.
         environment: The service's environment in the services file (production, staging,
             ...); its default one unless this or `namespace` names one.
-        triggers: The automatic triggers (window 10 min, error rate 5 %, P99 500 ms).
+        triggers: The automatic triggers (the decision matrix's `canary` section when None:
+            window 10 min, error rate 5 %, P99 500 ms; a value not given is the matrix's).
         interval_seconds: Time between observations.
         rate_window: Rate window of the error-rate and P99 queries.
         metrics_service: The `service` label of the canary's metrics (the service's name).
         base_url: Probe `<base_url>/health` instead of the configured health URL.
         prometheus_url: Overrides `$ROLLBACK_FLOWS_PROMETHEUS_URL`.
-        max_per_hour: Hourly cap of automatic rollbacks of the service.
+        max_per_hour: Hourly cap of automatic rollbacks of the service (the decision
+            matrix's `automatic_rollbacks.max_per_hour` when None).
         dry_run: Report what would be rolled back; change nothing.
         canary_version: The version the canary runs, as the pipeline's
             `rollback-flows.canary.started` event says: the canary Deployment must run it,
@@ -168,6 +166,7 @@ def canary_guard(
         if canary_version is not None:
             _check_canary_version(cfg, canary_version)
         matrix = load_decision_matrix()
+        limits = triggers or matrix.canary_triggers()
         labels = metrics_service or cfg.name
         queries = {
             name: matrix.indicator(name).render(labels, rate_window)
@@ -190,11 +189,11 @@ def canary_guard(
                 _value(prom, queries["p99_latency"], matrix.prometheus),
             )
             observations += 1
-            verdict = evaluate_canary(observation, triggers)
+            verdict = evaluate_canary(observation, limits)
             logger.info("canary %s/%s: %s", cfg.namespace, cfg.name, verdict.summary)
             if verdict.rollback or verdict.window_over:
                 break
-            time.sleep(min(interval_seconds, max(triggers.window_seconds - elapsed, 0.0)))
+            time.sleep(min(interval_seconds, max(limits.window_seconds - elapsed, 0.0)))
 
         rollback = None
         outcome: Literal["passed"] | Action = "passed"

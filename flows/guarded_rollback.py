@@ -33,7 +33,6 @@ from flows.rollback_steps import one_rollback_at_a_time
 from playbook.blast_radius import BlastRadiusPolicy
 from playbook.errors import RollbackError, RollbackRefusedError
 from playbook.guard import (
-    DEFAULT_MAX_AUTOMATIC_PER_HOUR,
     LedgerEntry,
     before_release_window,
     check_cap,
@@ -131,7 +130,7 @@ def guarded_rollback(
     cluster: str | None = None,
     reason: str = "",
     automatic: bool = True,
-    max_per_hour: Annotated[int, Field(ge=0, le=10)] = DEFAULT_MAX_AUTOMATIC_PER_HOUR,
+    max_per_hour: Annotated[int, Field(ge=0, le=10)] | None = None,
     notify_secret_block: str | None = None,
     alert_started_at: datetime | None = None,
     alert_fingerprint: str | None = None,
@@ -162,7 +161,8 @@ def guarded_rollback(
         cluster: The `cluster` label of the alert, naming the environment's cluster.
         reason: Why (the alert's summary or the fired canary trigger); shown in reports.
         automatic: Started by automation; only automatic rollbacks count toward the cap.
-        max_per_hour: The most automatic rollbacks of the service within an hour.
+        max_per_hour: The most automatic rollbacks of the service within an hour (the
+            decision matrix's `automatic_rollbacks.max_per_hour` when None).
         notify_secret_block: The Secret block with the notification webhook URL (else
             `$ROLLBACK_FLOWS_NOTIFY_WEBHOOK_URL`).
         alert_started_at: When the triggering alert started (its `startsAt`).
@@ -188,7 +188,9 @@ def guarded_rollback(
     logger = get_run_logger()
     cfg = load_service(service, namespace, environment, cluster)
     ns = cfg.namespace
-    measured = load_decision_matrix().indicator(indicator) if indicator else None
+    matrix = load_decision_matrix()
+    measured = matrix.indicator(indicator) if indicator else None
+    cap = matrix.max_automatic_per_hour() if max_per_hour is None else max_per_hour
     trigger = StartedBy(
         "alert" if alert_started_at is not None else "automation" if automatic else "person",
         reason,
@@ -209,7 +211,7 @@ def guarded_rollback(
                 message,
                 automatic,
                 reason,
-                max_per_hour,
+                cap,
                 recent,
             )
         )
@@ -252,7 +254,7 @@ def guarded_rollback(
             ledger = ledger_name(ns, cfg.name)
             entries = read_rollback_ledger(ledger)
             now = now_utc()
-            decision = check_cap(entries, now, max_per_hour)
+            decision = check_cap(entries, now, cap)
             recent = len(decision.recent)
             if not decision.allowed:
                 told = _tell_not_performed(cfg, trigger, f"{decision.message}.")
@@ -292,7 +294,7 @@ def guarded_rollback(
             report.outcome,
             automatic,
             reason,
-            max_per_hour,
+            cap,
             recent,
             report,
         )

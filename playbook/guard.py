@@ -9,9 +9,12 @@ Automatic rollback triggers (playbook, "When to Rollback"), during a canary phas
 4. the health endpoint says the service is unhealthy (an explicit 503 / `unhealthy`), at
    any time: unlike (1) this is the service's own verdict, not a warm-up that may still pass.
 
-The cap: at most `cap` automatic rollbacks of one service within a sliding hour; past it, a
-person is notified instead. The ledger of recent automatic rollbacks is a JSON list kept by
-`tasks.concurrency` and validated here.
+The limits (the window, 5 %, 500 ms) are data: the decision matrix's `canary` section
+(`CanaryTriggers`, playbook/thresholds.py).
+
+The cap: at most `cap` automatic rollbacks of one service within a sliding hour (the decision
+matrix's `automatic_rollbacks`); past it, a person is notified instead. The ledger of recent
+automatic rollbacks is a JSON list kept by `tasks.concurrency` and validated here.
 """
 
 from __future__ import annotations
@@ -23,23 +26,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from playbook.errors import InvalidInputError
-from playbook.thresholds import Indicator
+from playbook.thresholds import CanaryTriggers, Indicator
 
-DEFAULT_MAX_AUTOMATIC_PER_HOUR = 3
 CAP_WINDOW = timedelta(hours=1)
-
-
-class CanaryTriggers(BaseModel):
-    """The playbook's automatic rollback triggers for a canary (defaults as written there)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    window_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
-    max_error_ratio: float = Field(default=0.05, gt=0, le=1)
-    max_p99_seconds: float = Field(default=0.5, gt=0, le=60)
 
 
 class Health(StrEnum):
@@ -210,7 +200,7 @@ def parse_ledger(value: object, source: str = "rollback ledger") -> tuple[Ledger
 def check_cap(
     entries: tuple[LedgerEntry, ...],
     now: datetime,
-    cap: int = DEFAULT_MAX_AUTOMATIC_PER_HOUR,
+    cap: int,
     window: timedelta = CAP_WINDOW,
 ) -> CapDecision:
     """Whether another automatic rollback is allowed at `now`, given the ledger."""

@@ -5,7 +5,8 @@ other) has a PromQL query template, a rate window and warning / critical thresho
 from `deployments/decision-matrix.yaml` (or the file named by `ROLLBACK_FLOWS_DECISION_MATRIX`).
 A value is classified OK, WARNING, CRITICAL or NO_DATA; a missing value is NO_DATA and never
 passes. How availability is measured (time up and healthy, not 1 - error rate) is explained
-in the YAML file.
+in the YAML file. The same file holds the playbook's automatic rollback triggers of a canary
+phase (`canary`) and the hourly cap on automatic rollbacks (`automatic_rollbacks`).
 """
 
 from __future__ import annotations
@@ -251,11 +252,87 @@ class MatrixResult:
         return [c.row() for c in self.classifications]
 
 
+class CanaryTriggers(_Frozen):
+    """The playbook's automatic rollback triggers of a canary phase: the matrix's `canary`.
+
+    The canary is rolled back when its health check still fails after `window_seconds`, or
+    its own error ratio is above `max_error_ratio`, or its own P99 above `max_p99_seconds`.
+    Given only some of them (a run's parameter, a test), the others are the decision
+    matrix's (`$ROLLBACK_FLOWS_DECISION_MATRIX`, else the shipped file).
+    """
+
+    window_seconds: float = Field(gt=0, le=24 * 3600)
+    max_error_ratio: float = Field(gt=0)
+    max_p99_seconds: float = Field(gt=0, le=60)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _the_rest_from_the_matrix(cls, raw: object) -> object:
+        if isinstance(raw, dict) and not set(cls.model_fields) <= raw.keys():
+            return {**load_decision_matrix().canary_triggers().model_dump(), **raw}
+        return raw
+
+    @field_validator("max_error_ratio")
+    @classmethod
+    def _a_ratio(cls, value: float) -> float:
+        if value > 1:
+            raise ValueError(f"max_error_ratio is a ratio of 0..1 (5 % is 0.05), not {value}")
+        return value
+
+
+class AutomaticRollbacks(_Frozen):
+    """The cap on automatic rollbacks (alerts, the canary guard): the matrix's
+    `automatic_rollbacks`. Past it, a person is notified instead."""
+
+    max_per_hour: int = Field(ge=0, le=10)
+    """The most automatic rollbacks of one service within a sliding hour (0: none)."""
+
+
 class DecisionMatrix(_Frozen):
-    """Every indicator of the matrix, and how Prometheus is queried for them."""
+    """Every indicator of the matrix, and how Prometheus is queried for them; the canary
+    phase's triggers and the hourly cap of automatic rollbacks, where the file states them."""
 
     prometheus: PrometheusSettings = PrometheusSettings()
     indicators: dict[str, Indicator]
+    canary: CanaryTriggers | None = None
+    automatic_rollbacks: AutomaticRollbacks | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_empty_section(cls, raw: object) -> object:
+        if isinstance(raw, dict):
+            for name in ("canary", "automatic_rollbacks"):
+                if name in raw and raw[name] is None:
+                    raise ValueError(f"`{name}` is empty: state its values or leave it out")
+        return raw
+
+    @field_validator("canary", mode="before")
+    @classmethod
+    def _every_trigger_stated(cls, raw: object) -> object:
+        # The file states each trigger: none is taken from elsewhere.
+        if isinstance(raw, dict):
+            missing = [name for name in CanaryTriggers.model_fields if name not in raw]
+            if missing:
+                raise ValueError(f"canary must state {', '.join(missing)}")
+        return raw
+
+    def canary_triggers(self) -> CanaryTriggers:
+        """The canary phase's automatic rollback triggers; a file without them fails clearly."""
+        if self.canary is None:
+            raise InvalidInputError(
+                "the decision matrix has no `canary` section (window_seconds, "
+                "max_error_ratio, max_p99_seconds): the canary guard has no triggers"
+            )
+        return self.canary
+
+    def max_automatic_per_hour(self) -> int:
+        """The hourly cap of automatic rollbacks; a file without it fails clearly."""
+        if self.automatic_rollbacks is None:
+            raise InvalidInputError(
+                "the decision matrix has no `automatic_rollbacks` section (max_per_hour): "
+                "automatic rollbacks have no hourly cap"
+            )
+        return self.automatic_rollbacks.max_per_hour
 
     def indicator(self, name: str) -> Indicator:
         """The indicator called `name`; unknown names fail clearly."""

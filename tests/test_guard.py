@@ -45,12 +45,15 @@ from playbook.guard import (
     record,
 )
 from playbook.names import ledger_name, lock_name
+from playbook.thresholds import DEFAULT_MATRIX_FILE, load_decision_matrix
 from stack.local import StackState
 from stack.sink import WebhookSink
 from tasks.concurrency import ensure_service_lock, forget_rollbacks, read_rollback_ledger
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+MATRIX = load_decision_matrix(DEFAULT_MATRIX_FILE)
 TRIGGERS = CanaryTriggers()
+CAP = MATRIX.max_automatic_per_hour()
 
 
 def observe(
@@ -71,6 +74,8 @@ def test_playbook_defaults_are_the_triggers() -> None:
         0.05,
         0.5,
     )
+    assert MATRIX.canary_triggers() == TRIGGERS  # the decision matrix's, not Python's
+    assert CAP == 3
 
 
 def test_a_healthy_canary_within_limits_fires_nothing() -> None:
@@ -128,15 +133,15 @@ def entries(*minutes_ago: int) -> tuple[LedgerEntry, ...]:
 
 
 def test_three_rollbacks_within_the_hour_reach_the_default_cap() -> None:
-    assert check_cap(entries(50, 10), T0).allowed
-    decision = check_cap(entries(50, 30, 10), T0)
+    assert check_cap(entries(50, 10), T0, CAP).allowed
+    decision = check_cap(entries(50, 30, 10), T0, CAP)
     assert not decision.allowed
     assert decision.next_allowed_at == T0 + timedelta(minutes=10)  # when the 50-min-old expires
     assert "reached the cap of 3" in decision.message
 
 
 def test_rollbacks_older_than_an_hour_do_not_count() -> None:
-    decision = check_cap(entries(61, 60, 30, 10), T0)
+    decision = check_cap(entries(61, 60, 30, 10), T0, CAP)
     assert decision.allowed and len(decision.recent) == 2
 
 

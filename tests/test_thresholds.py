@@ -14,6 +14,7 @@ from playbook.post_rollback import load_post_rollback, parse_post_rollback
 from playbook.thresholds import (
     DEFAULT_MATRIX_FILE,
     MATRIX_ENV,
+    CanaryTriggers,
     Indicator,
     Level,
     load_decision_matrix,
@@ -241,3 +242,78 @@ def test_each_breach_rule_decides_its_boundary() -> None:
         Level.CRITICAL,
     ]
     assert at_most.format(0.61234) == "0.612" and at_most.format(None) == "no data"
+
+
+# --- the canary phase's triggers and the hourly cap: sections of the same file --------------
+
+SECTIONS = """
+canary:
+  window_seconds: 600
+  max_error_ratio: 0.05
+  max_p99_seconds: 0.5
+automatic_rollbacks:
+  max_per_hour: 3
+"""
+
+
+def test_shipped_matrix_has_the_playbooks_canary_triggers_and_hourly_cap() -> None:
+    triggers = MATRIX.canary_triggers()
+    assert (triggers.window_seconds, triggers.max_error_ratio, triggers.max_p99_seconds) == (
+        600,
+        0.05,
+        0.5,
+    )
+    assert MATRIX.max_automatic_per_hour() == 3
+    assert parse_decision_matrix(GOOD + SECTIONS).canary == triggers
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("  max_p99_seconds: 0.5\n", ""), "canary must state max_p99_seconds"),
+        (("max_error_ratio: 0.05", "max_error_ratio: 5"), r"a ratio of 0..1 \(5 % is 0.05\)"),
+        (("max_error_ratio: 0.05", "max_error_ratio: 0"), "max_error_ratio"),
+        (("window_seconds: 600", "window_seconds: -1"), "window_seconds"),
+        (("window_seconds: 600", "window_seconds: 10m"), "window_seconds"),
+        (("max_p99_seconds: 0.5", "max_p99_seconds: 500"), "max_p99_seconds"),
+        (("max_p99_seconds: 0.5", "max_p99_seconds: 0.5\n  p50: 1"), "Extra inputs"),
+        (("max_per_hour: 3", "max_per_hour: -1"), "automatic_rollbacks.max_per_hour"),
+        (("max_per_hour: 3", "max_per_hour: 11"), "automatic_rollbacks.max_per_hour"),
+        (("max_per_hour: 3", "max_per_hour: three"), "automatic_rollbacks.max_per_hour"),
+        (("max_per_hour: 3", "max_per_hour: 2.5"), "automatic_rollbacks.max_per_hour"),
+        (("  max_per_hour: 3\n", ""), "`automatic_rollbacks` is empty"),
+    ],
+)
+def test_bad_canary_triggers_or_cap_are_refused_with_the_reason(
+    change: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message) as refused:
+        parse_decision_matrix(GOOD + SECTIONS.replace(*change), source="m.yaml")
+    assert str(refused.value).startswith("m.yaml is invalid")
+
+
+def test_a_matrix_without_the_sections_fails_only_where_they_are_needed() -> None:
+    matrix = parse_decision_matrix(GOOD)
+    assert matrix.indicator("error_rate").critical == 0.05  # the indicators still serve
+    with pytest.raises(InvalidInputError, match=r"no `canary` section .* the canary guard"):
+        matrix.canary_triggers()
+    with pytest.raises(InvalidInputError, match="no `automatic_rollbacks` section"):
+        matrix.max_automatic_per_hour()
+
+
+def test_triggers_given_in_part_take_the_rest_from_the_configured_matrix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert CanaryTriggers(window_seconds=60) == CanaryTriggers(
+        window_seconds=60, max_error_ratio=0.05, max_p99_seconds=0.5
+    )
+    path = tmp_path / "matrix.yaml"
+    path.write_text(GOOD + SECTIONS.replace("max_error_ratio: 0.05", "max_error_ratio: 0.1"))
+    monkeypatch.setenv(MATRIX_ENV, str(path))
+    assert CanaryTriggers(window_seconds=60).max_error_ratio == 0.1
+    assert CanaryTriggers().window_seconds == 600
+    path.write_text(GOOD)
+    with pytest.raises(InvalidInputError, match="no `canary` section"):
+        CanaryTriggers(window_seconds=60)
+    # all three given: nothing is read
+    assert CanaryTriggers(window_seconds=1, max_error_ratio=1, max_p99_seconds=1).window_seconds
