@@ -43,8 +43,9 @@ TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
-# Mutation testing of the pure decision logic (playbook/, receiver's parsing and routing) over
-# the unit tests; prints the score and every surviving mutant, fails under MUTATION_MIN %.
+# Mutation testing of the pure decision logic (playbook/, receiver's parsing and routing, and
+# tasks/boundary.py's translation of the libraries' errors) over the unit tests; prints the
+# score and every surviving mutant, fails under MUTATION_MIN % (of playbook/).
 # Not part of `make test`. Equivalent mutants are reviewed in tests/equivalent_mutants.txt.
 # Always from scratch: mutmut keeps a survivor's cached result even after the tests change.
 # MODULES="playbook/notices.py playbook/review.py" mutates only those files (the score and the

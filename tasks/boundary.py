@@ -9,6 +9,7 @@ what is transient) and the run's logger the tasks share.
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import re
@@ -169,15 +170,23 @@ def retry_condition_fn(task: Any, task_run: Any, state: Any) -> bool:
 _PROMETHEUS_STATUS = re.compile(r"HTTP Status Code (\d+) \((.*)\)$", re.S)
 
 
+def _prometheus_error(detail: str) -> str | None:
+    """The `error` of Prometheus's JSON answer, from the repr of the body the client's message
+    holds (`b'{"status":"error",...}'`: read as the bytes it stands for, then as JSON)."""
+    try:
+        return str(json.loads(ast.literal_eval(detail))["error"])
+    except (ValueError, TypeError, SyntaxError, KeyError):
+        return None
+
+
 def translate_prometheus_error(exc: Exception, what: str) -> RollbackError:
     """Translate what prometheus_api_client (over requests) raised into this hierarchy."""
     if isinstance(exc, PrometheusApiClientException):
         found = _PROMETHEUS_STATUS.search(str(exc))
         if found:
             detail = found.group(2)
-            message = re.search(r'"error":"((?:[^"\\]|\\.)*)"', detail)
             return error_for_status(
-                int(found.group(1)), what, message.group(1) if message else detail[:300]
+                int(found.group(1)), what, _prometheus_error(detail) or detail[:300]
             )
         return ServerError(f"{what} failed: {exc}")
     if isinstance(exc, requests.Timeout):
