@@ -1,13 +1,17 @@
 """Benchmark: `kubernetes_rollback` against bare `kubectl rollout undo` + `rollout status`.
 
-Both undo the same Deployment on the same cluster, alternating (and alternating which goes
-first in each pair); each undo toggles between the last two revisions, exactly what both do.
-Prints the median ratio (flow / kubectl) and the median overhead in seconds.
+Each measured undo follows a release (unmeasured): CI sets a new version, it rolls out, and
+then either kubectl or the flow undoes it, alternating (and alternating which goes first in
+each pair). The flow runs in this process against the stack's Prefect server, with the
+checklist after the rollout and the follow-up monitor off (kubectl does neither) and Prefect's
+flow heartbeat off unless `--heartbeat`. The first pair warms up both sides and is not
+counted. Prints the median of the paired differences (flow - kubectl), the median ratio and
+both medians.
 
-    eval "$(.venv/bin/python -m stack env)"      # KUBECONFIG and PREFECT_API_URL of the stack
-    .venv/bin/python bench/rollback_overhead.py --pairs 5
+    .venv/bin/python bench/rollback_overhead.py --pairs 10
 
-Without PREFECT_API_URL the flows run against a temporary local Prefect server.
+Measures the environment's stack (`make stack-up`, then `eval "$(.venv/bin/python -m stack
+env)"`) or, without one, a private stack on free ports (see bench/common.py).
 """
 
 from __future__ import annotations
@@ -22,88 +26,41 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import yaml  # noqa: E402
-from kubernetes import client, config  # noqa: E402
+from common import IMAGE, environment, follow_ups_since, measured_stack, release
+from kubernetes import client, config
 
-from stack.config import bin_dir  # noqa: E402
-from stack.manifests import deployment_manifest  # noqa: E402
-
-IMAGE = "ghcr.io/acme/rag-api"
-
-
-def wait_rolled_out(apps: client.AppsV1Api, namespace: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        d = apps.read_namespaced_deployment("rag-api", namespace)
-        s = d.status
-        if (s.observed_generation or 0) >= d.metadata.generation and (
-            s.updated_replicas,
-            s.replicas,
-            s.available_replicas,
-        ) == (d.spec.replicas,) * 3:
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"rag-api in {namespace} did not roll out")
-
-
-def setup(apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str) -> None:
-    core.create_namespace({"metadata": {"name": namespace}})
-    apps.create_namespaced_deployment(namespace, deployment_manifest(f"{IMAGE}:v1.0.0"))
-    wait_rolled_out(apps, namespace)
-    apps.patch_namespaced_deployment(
-        "rag-api",
-        namespace,
-        {
-            "spec": {
-                "template": {
-                    "spec": {"containers": [{"name": "rag-api", "image": f"{IMAGE}:v1.0.1"}]}
-                }
-            }
-        },
-    )
-    wait_rolled_out(apps, namespace)
+from stack.config import bin_dir
+from stack.manifests import deployment_manifest
 
 
 @contextlib.contextmanager
-def prefect_server(heartbeat: bool) -> Iterator[None]:
+def heartbeat(on: bool) -> Iterator[None]:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    with contextlib.ExitStack() as stack:
-        if not heartbeat:
-            stack.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
-        if not os.environ.get("PREFECT_API_URL"):
-            from prefect.testing.utilities import prefect_test_harness
-
-            stack.enter_context(prefect_test_harness())
+    if on:
+        yield
+        return
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument(
-        "--kubeconfig",
-        default=os.environ.get("KUBECONFIG")
-        or str(REPO / ".stack" / "rollback-flows" / "kubeconfig"),
-    )
+    parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--kubectl", default=str(bin_dir() / "kubectl"))
-    parser.add_argument(
-        "--no-heartbeat",
-        action="store_true",
-        help="turn Prefect's flow heartbeat off (it costs about 1 s per flow run)",
-    )
+    parser.add_argument("--heartbeat", action="store_true", help="keep Prefect's flow heartbeat on")
     args = parser.parse_args()
     if args.pairs < 5:
         parser.error("at least 5 pairs")
-    os.environ["KUBECONFIG"] = args.kubeconfig
 
-    namespace = f"it-bench-{uuid.uuid4().hex[:6]}"
-    with tempfile.TemporaryDirectory() as tmp:
+    with measured_stack("overhead") as kind, tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = os.environ["KUBECONFIG"]
+        namespace = f"bench-{uuid.uuid4().hex[:6]}"
         services = Path(tmp) / "services.yaml"
         services.write_text(
             "default_service: rag-api\nservices:\n  rag-api:\n"
@@ -111,26 +68,21 @@ def main() -> None:
             f"    image_repository: {IMAGE}\n    rollout_timeout_seconds: 120\n"
         )
         os.environ["ROLLBACK_FLOWS_SERVICES"] = str(services)
-        # kubectl neither verifies the service nor watches it afterwards: measured without
-        # the checklist after the rollout and without the 30-minute follow-up monitor
-        shipped = yaml.safe_load((REPO / "deployments" / "post-rollback.yaml").read_text())
-        shipped["verification"]["after_rollback"]["enabled"] = False
-        shipped["follow_up"]["enabled"] = False
-        post_rollback = Path(tmp) / "post-rollback.yaml"
-        post_rollback.write_text(yaml.safe_dump(shipped))
-        os.environ["ROLLBACK_FLOWS_POST_ROLLBACK"] = str(post_rollback)
-        api = config.new_client_from_config(config_file=args.kubeconfig)
+        api = config.new_client_from_config(config_file=kubeconfig)
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-        setup(apps, core, namespace)
+        core.create_namespace({"metadata": {"name": namespace}})
+        began = datetime.now(UTC)
+        versions = iter(f"v1.0.{n}" for n in range(1, 10_000))
         try:
-            with prefect_server(heartbeat=not args.no_heartbeat):
+            apps.create_namespaced_deployment(namespace, deployment_manifest(f"{IMAGE}:v1.0.0"))
+            release(apps, namespace, next(versions))
+            with heartbeat(args.heartbeat):
                 from flows.kubernetes_rollback import kubernetes_rollback
 
-                kubernetes_rollback("rag-api")  # warm-up: imports, first flow-run registration
-
                 def run_kubectl() -> float:
+                    release(apps, namespace, next(versions))
                     started = time.perf_counter()
-                    base = [args.kubectl, "--kubeconfig", args.kubeconfig, "-n", namespace]
+                    base = [args.kubectl, "--kubeconfig", kubeconfig, "-n", namespace]
                     subprocess.run(
                         [*base, "rollout", "undo", "deployment/rag-api"],
                         check=True,
@@ -144,29 +96,35 @@ def main() -> None:
                     return time.perf_counter() - started
 
                 def run_flow() -> float:
+                    release(apps, namespace, next(versions))
                     started = time.perf_counter()
-                    kubernetes_rollback("rag-api")
+                    kubernetes_rollback("rag-api", skip_confirmation=True)
                     return time.perf_counter() - started
 
                 pairs = []
-                for i in range(args.pairs):
+                for i in range(args.pairs + 1):
                     if i % 2 == 0:
                         k, f = run_kubectl(), run_flow()
                     else:
                         f, k = run_flow(), run_kubectl()
-                    pairs.append((k, f))
-                    print(f"pair {i + 1}: kubectl {k:.2f}s, flow {f:.2f}s", file=sys.stderr)
+                    print(f"pair {i}: kubectl {k:.3f}s, flow {f:.3f}s", file=sys.stderr)
+                    if i:  # the first pair warms up both sides
+                        pairs.append((k, f))
+            follow_ups = follow_ups_since(began)
+            print(environment(kind))
         finally:
             core.delete_namespace(namespace)
             api.close()
     ratio = statistics.median(f / k for k, f in pairs)
     overhead = statistics.median(f - k for k, f in pairs)
-    heartbeat = "off" if args.no_heartbeat else "on"
+    beat = "on" if args.heartbeat else "off"
     print(
-        f"rollback overhead (flow heartbeat {heartbeat}) over {len(pairs)} pairs: median ratio flow/kubectl {ratio:.2f}x, "
-        f"median overhead {overhead:.2f}s (kubectl median {statistics.median(k for k, _ in pairs):.2f}s, "
-        f"flow median {statistics.median(f for _, f in pairs):.2f}s)"
+        f"rollback overhead (flow heartbeat {beat}), {len(pairs)} pairs after one warm-up:"
+        f" median overhead (flow - kubectl) {overhead:.3f} s, median ratio {ratio:.2f}x"
+        f" (kubectl median {statistics.median(k for k, _ in pairs):.3f} s,"
+        f" flow median {statistics.median(f for _, f in pairs):.3f} s)"
     )
+    print(f"  follow-up monitor runs created while measuring: {follow_ups}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,6 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.flows import load_flow_from_flow_run
 from prefect.runner._flow_run_executor import FlowRunExecutionResult, FlowRunExecutorContext
 from prefect.runner._process_manager import ProcessHandle
-from prefect.settings import get_current_settings
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
 if TYPE_CHECKING:
@@ -33,7 +33,23 @@ if TYPE_CHECKING:
 PRELOAD_ENV = "WARM_WORKER_PRELOAD"
 """Comma-separated modules the fork server imports once; unset: every module of `flows`."""
 
-ENGINE_MODULES = ("prefect.engine", "prefect.flow_engine", "prefect.task_engine")
+ENGINE_MODULES = (
+    "prefect.engine",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    # imported by the engine only when a run needs them (measured on a guarded rollback:
+    # FastAPI's encoder alone, for a subflow's parameters, took 0.34 s)
+    "fastapi.encoders",
+    "prefect.utilities.visualization",
+    "anyio._backends._asyncio",
+    "anyio.streams.memory",
+    "anyio.streams.tls",
+    "opentelemetry.metrics",
+    "opentelemetry._logs",
+    "pydantic.color",
+    "rich._emoji_codes",
+    "netrc",
+)
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 
 
@@ -70,14 +86,26 @@ def _noop() -> None:
     """A child that does nothing: forking it proves the fork server is up and preloaded."""
 
 
+def prefect_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables Prefect's settings are read from (`PREFECT_*`, not the engine's own
+    `PREFECT__*` hand-offs such as the flow run id)."""
+    return {
+        key: value
+        for key, value in environ.items()
+        if key.startswith("PREFECT_") and not key.startswith("PREFECT__")
+    }
+
+
 def run_engine(env: dict[str, str], cwd: str) -> None:
     """In the forked child: what `python -m prefect.engine` does, with the run's environment.
 
-    The engine's own `__main__` runs (reading `PREFECT__FLOW_RUN_ID`), under settings read
-    afresh from this environment. At the end the child shuts down the way an interpreter
+    The engine's own `__main__` runs (reading `PREFECT__FLOW_RUN_ID`), under the fork
+    server's settings, or settings read afresh when this environment's `PREFECT_*`
+    variables differ from the fork server's. At the end the child shuts down the way an interpreter
     does (Prefect's log and event services drain, exit handlers run), since a forked child
     leaves by `os._exit`.
     """
+    same_settings = prefect_settings(os.environ) == prefect_settings(env)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -87,7 +115,15 @@ def run_engine(env: dict[str, str], cwd: str) -> None:
 
     code: int | str | None = 0
     try:
-        with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
+        with contextlib.ExitStack() as stack:
+            if not same_settings:  # reading them costs a third of a second
+                stack.enter_context(
+                    SettingsContext(profile=get_settings_context().profile, settings=Settings())
+                )
+            # runpy's note that prefect.engine is already imported: it is, by design
+            warnings.filterwarnings(
+                "ignore", "'prefect.engine' found in sys.modules", RuntimeWarning
+            )
             runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         code = exc.code
@@ -114,9 +150,13 @@ class ForkedEngineStarter:
         self._control_channel = control_channel
 
     def environment(self, flow_run: FlowRun) -> dict[str, str]:
-        """The run's environment, built as the process worker's engine command builds it."""
+        """The run's environment, as the process worker's engine command has it.
+
+        Prefect's settings are not exported into it as a fresh process needs them: the child
+        inherits the fork server's, read from the worker's own environment and profile, and
+        reads them again only when the job's environment changes a `PREFECT_*` variable.
+        """
         env: dict[str, str | None] = {**os.environ, **self._env}
-        env.update(get_current_settings().to_environment_variables(exclude_unset=True))
         env.update(
             {
                 "PREFECT__FLOW_RUN_ID": str(flow_run.id),
@@ -168,16 +208,26 @@ class WarmProcessWorker(ProcessWorker):
         super().__init__(*args, **kwargs)
         self._fork_context = fork_context()
         self._wake_scope: anyio.CancelScope | None = None
+        self._executors: FlowRunExecutorContext | None = None
 
     async def setup(self) -> None:
         await super().setup()
         await anyio.to_thread.run_sync(warm_up, self._fork_context)
+        # One runner executor context for every run (its client, cancellation observer and
+        # control channel), not one per run: entering one costs 0.1-0.2 s. Without it (the
+        # API unreachable at start) each run enters its own, as the process worker does.
+        try:
+            self._executors = await self._exit_stack.enter_async_context(FlowRunExecutorContext())
+        except Exception as exc:
+            self._logger.warning("one executor context per run for now: %s", exc)
+            self._executors = None
         assert self._runs_task_group is not None
         self._runs_task_group.start_soon(self._pick_up_on_scheduled_events)
 
     async def teardown(self, *exc_info: Any) -> None:
         if self._wake_scope is not None:
             self._wake_scope.cancel()
+        self._executors = None
         await super().teardown(*exc_info)
 
     async def _pick_up_on_scheduled_events(self) -> None:
@@ -216,7 +266,10 @@ class WarmProcessWorker(ProcessWorker):
         execution: FlowRunExecutionResult | None = None
         with working_dir_ctx as working_dir, warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            async with FlowRunExecutorContext() as ctx:
+            async with contextlib.AsyncExitStack() as per_run:
+                ctx = self._executors
+                if ctx is None:
+                    ctx = await per_run.enter_async_context(FlowRunExecutorContext())
                 starter = ForkedEngineStarter(
                     context=self._fork_context,
                     cwd=Path(working_dir).resolve(),
