@@ -11,7 +11,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from playbook.config_files import parse_yaml, read_config_text, validated
 from playbook.errors import InvalidInputError
@@ -51,13 +59,63 @@ class Destination(_Frozen):
         return f"{self.host}/{self.subset}" if self.subset else self.host
 
 
+PromLabel = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+"""A Prometheus label name."""
+
+_NAMESPACE = "{namespace}"
+_HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
+
+VERSION_LABEL = "version"
+"""The label of the service's request series that holds the version (image tag) serving them."""
+
+
 class CanaryConfig(_Frozen):
-    """The canary of a service: its Deployment and how the VirtualService routes to it."""
+    """The canary of a service: its Deployment, how the VirtualService routes to it, its own
+    `/health` and the labels of its own metrics series."""
 
     deployment: ObjectName
     virtual_service: ObjectName
     canary_destination: Destination
     stable_destination: Destination
+    health_url: str | None = None
+    """The canary's own `/health`: a Service selecting the canary pods only (as Argo Rollouts'
+    canaryService), never the stable one, which answers for whichever pods it reaches.
+    `{namespace}` in it is the environment's namespace."""
+    series_labels: dict[PromLabel, str] = Field(default_factory=lambda: {"track": "canary"})
+    """The labels only the canary's series carry. The guard's queries select them and
+    `version="<the version the canary Deployment runs>"` beside the service."""
+
+    @field_validator("health_url")
+    @classmethod
+    def _an_http_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            _HTTP_URL.validate_python(url.replace(_NAMESPACE, "namespace"))
+        return url
+
+    @field_validator("series_labels")
+    @classmethod
+    def _not_the_guards_own(cls, labels: dict[str, str]) -> dict[str, str]:
+        taken = sorted({"service", VERSION_LABEL} & labels.keys())
+        if taken:
+            raise ValueError(f"series_labels must not set {taken}: the guard sets them")
+        if not labels:
+            raise ValueError(
+                "series_labels must name at least one label only the canary's series carry "
+                "(e.g. track: canary): the version alone would also select stable pods that "
+                "run it"
+            )
+        return labels
+
+    def health_url_in(self, namespace: str) -> str | None:
+        """The canary's `/health` URL in `namespace`."""
+        return self.health_url.replace(_NAMESPACE, namespace) if self.health_url else None
+
+    def own_series(self, version: str | None) -> dict[str, str]:
+        """The matchers that select the canary's own series while it runs `version` (an
+        image without a tag: its series labels alone)."""
+        if version is None:
+            return dict(self.series_labels)
+        return {**self.series_labels, VERSION_LABEL: version}
 
 
 class RegistryConfig(_Frozen):

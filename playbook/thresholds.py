@@ -11,6 +11,7 @@ phase (`canary`) and the hourly cap on automatic rollbacks (`automatic_rollbacks
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -38,8 +39,21 @@ _SERVICE_SELECTOR = 'service="$service"'
 
 
 def _quoted(value: str) -> str:
-    """A PromQL double-quoted string."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A PromQL double-quoted string: quotes, backslashes and control characters escaped
+    (PromQL reads Go's escapes, which JSON's are among)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def label_matchers(labels: Mapping[str, str]) -> str:
+    """PromQL equality matchers for `labels`, values escaped: `track="canary",version="v1"`.
+
+    Raises:
+        InvalidInputError: a label name Prometheus does not allow.
+    """
+    for label in labels:
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
+            raise InvalidInputError(f"malformed Prometheus label name {label!r}")
+    return ",".join(f"{label}={_quoted(value)}" for label, value in labels.items())
 
 
 class Level(StrEnum):
@@ -152,21 +166,17 @@ class Indicator(_Frozen):
         chosen = window or self.window
         if not re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", chosen):
             raise InvalidInputError(f"malformed Prometheus duration {chosen!r} (e.g. 30s, 5m)")
-        query = self.query
+        # whitespace is collapsed in the query's text only, never inside a quoted value
+        query = " ".join(self.query.split())
         if labels:
             if _SERVICE_SELECTOR not in query:
                 raise InvalidInputError(
                     f"the {self.name} query selects no `{_SERVICE_SELECTOR}`, so it cannot be "
                     f"narrowed to {dict(labels)}"
                 )
-            extra = ""
-            for label, value in labels.items():
-                if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
-                    raise InvalidInputError(f"malformed Prometheus label name {label!r}")
-                extra += f",{label}=" + _quoted(value).replace("$", "$$")
+            extra = "," + label_matchers(labels).replace("$", "$$")
             query = query.replace(_SERVICE_SELECTOR, _SERVICE_SELECTOR + extra)
-        rendered = Template(query).substitute(service=_quoted(service)[1:-1], window=chosen)
-        return " ".join(rendered.split())
+        return Template(query).substitute(service=_quoted(service)[1:-1], window=chosen)
 
     def condition(self, threshold: float) -> str:
         """The breach condition as text, e.g. `> 1 %`."""

@@ -40,6 +40,8 @@ class Ports:
     prefect: int = 14200
     postgres: int = 15432
     receiver: int = 18080
+    canary: int | None = None
+    """The canary's simulator; a free port when None (chosen when the stack is made)."""
 
 
 DEMO_PORTS = Ports(
@@ -49,4 +51,5 @@ DEMO_PORTS = Ports(
     prefect=int(os.environ.get("ROLLBACK_FLOWS_PREFECT_PORT", 14200)),
     postgres=int(os.environ.get("ROLLBACK_FLOWS_POSTGRES_PORT", 15432)),
     receiver=int(os.environ.get("ROLLBACK_FLOWS_RECEIVER_PORT", 18080)),
+    canary=int(os.environ.get("ROLLBACK_FLOWS_CANARY_PORT", 18001)),
 )

@@ -95,6 +95,7 @@ def main() -> int:
         f"  Alertmanager   {state.alertmanager_url}\n"
         f"  receiver       http://127.0.0.1:{state.ports.receiver}/health\n"
         f"  rag-api        {state.simulator_url}/version\n"
+        f"  rag-api canary {state.canary_url}/version  (idle until rag-api-canary has pods)\n"
         f"  kubeconfig     {state.kubeconfig}\n"
         "Point a shell at it with: eval $(.venv/bin/python -m stack env)\n"
         "Stop it with: make stack-down"

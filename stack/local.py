@@ -2,16 +2,18 @@
 
 A stack has a name; its state (ports, pids, kubeconfig, logs, data) lives in
 `.stack/<name>/`. `up` starts, in order: the Kubernetes cluster (kwokctl), the rag-api
-simulator following the `rag-api` Deployment of one namespace, Alertmanager, Prometheus
-(after an optional backfill) and, if asked, a Prefect server with its worker and the alert
-receiver (Alertmanager then delivers to it, with a bearer token). A failure at any step tears down
-what was started and names the step. `up` on a running stack reuses it; a stack left
+simulator following the `rag-api` Deployment of one namespace and, beside it, the canary's
+(`--track canary`, following `rag-api-canary` there, idle while it has no pods),
+Alertmanager, Prometheus (after an optional backfill) and, if asked, a Prefect server with
+its worker and the alert receiver (Alertmanager then delivers to it, with a bearer token). A
+failure at any step tears down what was started and names the step. `up` on a running stack reuses it; a stack left
 half-started by a crash is torn down and started again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from playbook.services import load_services
 from playbook.thresholds import load_decision_matrix
 from stack import prometheus
 from stack.build import build_all
@@ -37,6 +40,7 @@ from stack.processes import (
     StackError,
     alive,
     ensure_port_free,
+    free_port,
     http_ok,
     start,
     stop,
@@ -52,6 +56,11 @@ KNOWN_GOOD_SECONDS = 6.0
 SERVICES_FILE = REPO_DIR / "deployments" / "services.yaml"
 # How long an alert condition must hold before it fires, in the local stack.
 ALERT_FOR = "3s"
+# The service the simulators stand in for, and their requests per second: the canary's are
+# a twentieth of stable's, as a canary at about 5 % weight.
+SIMULATED_SERVICE = "rag-api"
+STABLE_RPS = 20.0
+CANARY_RPS = 1.0
 
 
 @dataclass
@@ -77,6 +86,11 @@ class StackState:
     @property
     def simulator_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.simulator}"
+
+    @property
+    def canary_url(self) -> str:
+        """The canary's simulator (the services file's canary health_url is its /health)."""
+        return f"http://127.0.0.1:{self.ports.canary}"
 
     @property
     def prefect_api_url(self) -> str | None:
@@ -119,7 +133,9 @@ class LocalStack:
         if receiver:
             webhook_url = f"http://127.0.0.1:{ports.receiver}/alerts"
         self.name = name
-        self.ports = ports
+        self.ports = (
+            ports if ports.canary is not None else dataclasses.replace(ports, canary=free_port())
+        )
         self.simulator_namespace = simulator_namespace
         self.webhook_url = webhook_url
         self.prefect = prefect
@@ -133,6 +149,11 @@ class LocalStack:
         # (under /root, say): its data lives in the temporary directory, one per stack.
         digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
         self.postgres_dir = Path(tempfile.gettempdir()) / f"rollback-flows-postgres-{digest}"
+
+    @property
+    def _canary_port(self) -> int:
+        assert self.ports.canary is not None  # chosen in __init__
+        return self.ports.canary
 
     @property
     def cluster(self) -> Cluster:
@@ -181,7 +202,9 @@ class LocalStack:
             self._save(state)
             self._write_services(state)
             self._step("Kubernetes cluster (kwokctl)", self.cluster.create)
-            state.pids["simulator"] = self._step("rag-api simulator", self._start_simulator)
+            state.pids["simulator"], state.pids["canary"] = self._step(
+                "rag-api simulators (stable, canary)", self._start_simulators
+            )
             self._save(state)
             state.pids["alertmanager"] = self._step("Alertmanager", self._start_alertmanager)
             self._save(state)
@@ -228,6 +251,8 @@ class LocalStack:
         for service in services["services"].values():
             service["health_url"] = f"{state.simulator_url}/health"
             service["version_url"] = f"{state.simulator_url}/version"
+            if "canary" in service:
+                service["canary"]["health_url"] = f"{state.canary_url}/health"
             # GitHub is out of reach here: image_rollback skips the registry check.
             service.pop("registry", None)
             # The demo's and the tests' good releases serve for seconds, not half an hour.
@@ -239,6 +264,7 @@ class LocalStack:
             "Prometheus": self.ports.prometheus,
             "Alertmanager": self.ports.alertmanager,
             "the rag-api simulator": self.ports.simulator,
+            "the canary's rag-api simulator": self._canary_port,
         }
         if self.prefect:
             wanted["the Prefect server"] = self.ports.prefect
@@ -257,25 +283,42 @@ class LocalStack:
         _say(f"{what} up in {time.monotonic() - started:.1f}s")
         return result
 
-    def _start_simulator(self) -> int:
-        log = self.dir / "logs" / "simulator.log"
-        argv = [
+    def _start_simulators(self) -> tuple[int, int]:
+        """The stable simulator and the canary's, started side by side (the time of one)."""
+        service = load_services(SERVICES_FILE).get(SIMULATED_SERVICE)
+        assert service.canary is not None
+        logs = self.dir / "logs"
+        common = [
             sys.executable,
             "-m",
             "stack.simulator",
-            "--port",
-            str(self.ports.simulator),
             "--kubeconfig",
             str(self.dir / "kubeconfig"),
             "--namespace",
             self.simulator_namespace,
-            "--container-log",
-            str(self.container_log),
+            "--container",
+            service.container,
         ]
-        pid = start("rag-api simulator", argv, log)
-        url = f"http://127.0.0.1:{self.ports.simulator}/version"
-        wait_until("the rag-api simulator", http_ok(url), 30, pid=pid, log_path=log)
-        return pid
+        stable = [
+            *common,
+            *("--port", str(self.ports.simulator), "--deployment", service.deployment),
+            *("--rps", str(STABLE_RPS), "--container-log", str(self.container_log)),
+        ]
+        canary = [
+            *common,
+            *("--port", str(self._canary_port), "--deployment", service.canary.deployment),
+            *("--rps", str(CANARY_RPS), "--track", "canary", "--idle-without-pods"),
+        ]
+        started = []
+        for what, argv, port, log in (
+            ("rag-api simulator", stable, self.ports.simulator, logs / "simulator.log"),
+            ("the canary's simulator", canary, self._canary_port, logs / "canary.log"),
+        ):
+            started.append((what, start(what, argv, log), port, log))
+        for what, pid, port, log in started:
+            url = f"http://127.0.0.1:{port}/version"
+            wait_until(what, http_ok(url), 30, pid=pid, log_path=log)
+        return started[0][1], started[1][1]
 
     def _start_alertmanager(self) -> int:
         config_dir = self.dir / "alertmanager"
@@ -304,6 +347,7 @@ class LocalStack:
         config = prometheus.render_prometheus_config(
             config_dir,
             simulator_port=self.ports.simulator,
+            canary_port=self._canary_port,
             alertmanager_port=self.ports.alertmanager,
             rules_path=rules,
             namespace=self.simulator_namespace,

@@ -108,18 +108,21 @@ def render_prometheus_config(
     interval: str = "1s",
     service: str = SERVICE,
     namespace: str = "production",
+    canary_port: int | None = None,
 ) -> Path:
-    """Write `prometheus.yml`: scrape the simulator, evaluate `rules_path`, alert Alertmanager.
+    """Write `prometheus.yml`: scrape the simulator (and the canary's, on `canary_port`),
+    evaluate `rules_path`, alert Alertmanager.
 
     `interval` is both the scrape and the evaluation interval.
     """
+    ports = [simulator_port] if canary_port is None else [simulator_port, canary_port]
     return _render(
         "prometheus.yml",
         directory,
         interval=interval,
         rules_path=_yaml_string(str(rules_path)),
         alertmanager_port=str(alertmanager_port),
-        simulator_port=str(simulator_port),
+        targets=json.dumps([f"{LOOPBACK}:{port}" for port in ports]),
         service=_yaml_string(service),
         namespace=_yaml_string(namespace),
     )

@@ -9,6 +9,9 @@ bad release deployed to the local cluster shows up in Prometheus and a rollback 
 Its request counter and latency histogram carry the `version` being served and the `track`
 (`stable` unless told, e.g. `canary`), as a real service's own metrics would, so each
 version's error rate and P99 can be read from its own series, long after it stopped serving.
+The local stack runs a second one as the canary (`--track canary`, following the canary
+Deployment, `--idle-without-pods`: no requests while that Deployment is absent or scaled
+to 0, and a twentieth of stable's rate, as a canary at about 5 % weight).
 
 The core (`Simulator`) takes any "current image" source, so tests drive it with a variable;
 the command line wires it to a Deployment:
@@ -187,9 +190,15 @@ def image_tag(image: str) -> str:
 
 
 def kubernetes_image_source(
-    kubeconfig: Path, namespace: str, deployment: str, container: str
+    kubeconfig: Path,
+    namespace: str,
+    deployment: str,
+    container: str,
+    *,
+    scaled_to_zero_is_undeployed: bool = False,
 ) -> ImageSource:
-    """An image source reading a Deployment's pod template image for one container."""
+    """An image source reading a Deployment's pod template image for one container (None
+    while it does not exist, or, if asked, while it is scaled to 0)."""
     configuration = kube_client.Configuration()
     try:
         kube_config.load_kube_config(str(kubeconfig), client_configuration=configuration)
@@ -210,6 +219,8 @@ def kubernetes_image_source(
             raise ImageSourceError(f"reading {where}: HTTP {exc.status} {exc.reason}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ImageSourceError(f"reading {where}: {exc}") from exc
+        if scaled_to_zero_is_undeployed and not found.spec.replicas:
+            return None
         containers = found.spec.template.spec.containers
         for candidate in containers:
             if candidate.name == container:
@@ -247,6 +258,7 @@ class Simulator:
         poll_interval_seconds: float = 0.5,
         container_log: ContainerLog | None = None,
         track: str = DEFAULT_TRACK,
+        idle_while_undeployed: bool = False,
     ) -> None:
         if requests_per_second <= 0:
             raise ValueError(f"requests_per_second must be > 0, got {requests_per_second}")
@@ -256,6 +268,7 @@ class Simulator:
         self._poll_interval_seconds = poll_interval_seconds
         self._log = container_log or (lambda level, message: None)
         self._track = track
+        self._idle_while_undeployed = idle_while_undeployed
         self._registry = CollectorRegistry()
         self._requests = Counter(
             REQUESTS_METRIC.removesuffix("_total"),
@@ -422,8 +435,9 @@ class Simulator:
         served = 0
         while not self._stop.wait(TRAFFIC_TICK_SECONDS):
             due = int((time.monotonic() - started) * self._requests_per_second)
-            for _ in range(due - served):
-                self.serve_request()
+            if not (self._idle_while_undeployed and self._serving.image is None):
+                for _ in range(due - served):
+                    self.serve_request()
             served = due
 
 
@@ -499,6 +513,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the `track` label of its request metrics (stable, canary)",
     )
     parser.add_argument(
+        "--idle-without-pods",
+        action="store_true",
+        help="serve no requests while the Deployment is absent or scaled to 0 (a canary)",
+    )
+    parser.add_argument(
         "--container-log",
         type=Path,
         help="write the service's own log here in CRI format (served by KWOK as pod logs)",
@@ -513,7 +532,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = load_config(args.config)
         source = kubernetes_image_source(
-            args.kubeconfig, args.namespace, args.deployment, args.container
+            args.kubeconfig,
+            args.namespace,
+            args.deployment,
+            args.container,
+            scaled_to_zero_is_undeployed=args.idle_without_pods,
         )
         ensure_port_free(args.port, "the rag-api simulator")
     except (SimulatorConfigError, ImageSourceError, StackError) as exc:
@@ -525,6 +548,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         requests_per_second=args.rps,
         container_log=container_log,
         track=args.track,
+        idle_while_undeployed=args.idle_without_pods,
     )
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -171,8 +171,10 @@ def use_services(
     registry_url: str | None = None,
     token_secret: str = "it-github-token",
     known_good_minutes: float = 30.0,
+    canary_url: str | None = None,
 ) -> None:
-    """Point the flows at a services file describing `rag-api` in the test's namespace."""
+    """Point the flows at a services file describing `rag-api` in the test's namespace (its
+    canary's /health at `canary_url`, where given)."""
     registry = (
         f"""
     registry:
@@ -184,6 +186,7 @@ def use_services(
         if registry_url
         else ""
     )
+    canary_health = f"\n      health_url: {canary_url}/health" if canary_url else ""
     path = tmp_path / "services.yaml"
     path.write_text(
         f"""
@@ -200,7 +203,7 @@ services:
       deployment: rag-api-canary
       virtual_service: rag-api
       canary_destination: {{host: rag-api, subset: canary}}
-      stable_destination: {{host: rag-api, subset: stable}}{registry}
+      stable_destination: {{host: rag-api, subset: stable}}{canary_health}{registry}
 """
     )
     monkeypatch.setenv(SERVICES_ENV, str(path))

@@ -118,7 +118,7 @@ def test_the_guard_watches_only_the_canary_version_it_was_started_for(
     apps.create_namespaced_deployment(
         namespace, deployment_body(f"{REPOSITORY}:v1.3.0", replicas=1, name="rag-api-canary")
     )
-    use_services(monkeypatch, tmp_path, namespace)
+    use_services(monkeypatch, tmp_path, namespace, canary_url="http://127.0.0.1:9")
     with pytest.raises(InvalidInputError) as refused:
         canary_guard("rag-api", canary_version="v1.3.1")
     assert str(refused.value) == (

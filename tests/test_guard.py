@@ -29,7 +29,6 @@ from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCol
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
-from flows.canary_guard import canary_guard
 from flows.evaluate_release import evaluate_release
 from flows.guarded_rollback import guarded_rollback
 from playbook.errors import InvalidInputError, RollbackRefusedError
@@ -307,9 +306,7 @@ def test_an_unknown_service_is_refused_before_any_change(
     assert snapshot(apps, bad_release) == before
 
 
-# --- the decision matrix and the canary guard on the real stack -------------------------------
-
-GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
+# --- the decision matrix on the real stack (the canary guard: test_canary_guard.py) -----------
 
 
 def set_production_image(apps: client.AppsV1Api, namespace: str, tag: str) -> None:
@@ -371,110 +368,3 @@ def test_evaluate_release_classifies_each_metric_and_the_release(
         "critical": "",
     }
     assert {r["metric"] for r in rows} >= {"Error Rate", "P99 Latency", "Availability"}
-
-
-@pytest.fixture
-def canary(
-    apps: client.AppsV1Api,
-    kube_api: client.ApiClient,
-    namespace: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[str]:
-    """Stable rag-api v1.2.3, canary v1.3.0 (1 replica) taking 20 % of the traffic."""
-    use_services(monkeypatch, tmp_path, namespace)
-    apps.create_namespaced_deployment(namespace, deployment_body(f"{REPOSITORY}:{GOOD}"))
-    apps.create_namespaced_deployment(
-        namespace, deployment_body(f"{REPOSITORY}:v1.3.0", replicas=1, name="rag-api-canary")
-    )
-    route = [
-        {"destination": {"host": "rag-api", "subset": "stable"}, "weight": 80},
-        {"destination": {"host": "rag-api", "subset": "canary"}, "weight": 20},
-    ]
-    client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "VirtualService",
-            "metadata": {"name": "rag-api"},
-            "spec": {"hosts": ["rag-api"], "http": [{"name": "split", "route": route}]},
-        },
-    )
-    wait_rolled_out(apps, namespace, "rag-api")
-    wait_rolled_out(apps, namespace, "rag-api-canary")
-    yield namespace
-    forget_rollbacks(ledger_name(namespace, "rag-api"))
-
-
-def routes(kube_api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    vs = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "rag-api"
-    )
-    return list(vs["spec"]["http"])
-
-
-@pytest.mark.stack
-@pytest.mark.timeout(150)
-@pytest.mark.parametrize(
-    ("production_tag", "trigger"),
-    [(BAD, Trigger.ERROR_RATE), ("v1.3.0-unhealthy", Trigger.UNHEALTHY)],
-)
-def test_canary_guard_rolls_back_on_a_trigger_and_records_it(
-    local_stack: StackState,
-    apps: client.AppsV1Api,
-    kube_api: client.ApiClient,
-    simulator_namespace: str,
-    canary: str,
-    production_tag: str,
-    trigger: Trigger,
-) -> None:
-    # the simulator stands in for the canary's metrics and /health
-    set_production_image(apps, simulator_namespace, production_tag)
-    wait_version(local_stack, production_tag)
-    result = canary_guard(
-        "rag-api",
-        triggers=CanaryTriggers(window_seconds=60),
-        interval_seconds=1,
-        rate_window="5s",
-    )
-    assert result.outcome == "rolled_back"
-    assert trigger in {f.trigger for f in result.verdict.fired}
-    assert result.rollback is not None and result.rollback.procedure == "canary_rollback"
-    assert result.rollback.reason.startswith("canary guard: ")
-    if trigger is Trigger.ERROR_RATE:
-        ratio = result.verdict.observation.error_ratio
-        assert ratio is not None and 0.05 < ratio <= 0.25  # fires on the first crossing
-    # the cluster: every route sends all traffic to stable, the canary is scaled to 0
-    after = routes(kube_api, canary)
-    assert after and all(d["destination"]["subset"] == "stable" for r in after for d in r["route"])
-    assert apps.read_namespaced_deployment("rag-api-canary", canary).spec.replicas == 0
-
-
-@pytest.mark.stack
-@pytest.mark.timeout(120)
-def test_a_healthy_canary_passes_its_window_untouched(
-    local_stack: StackState,
-    apps: client.AppsV1Api,
-    kube_api: client.ApiClient,
-    simulator_namespace: str,
-    canary: str,
-) -> None:
-    set_production_image(apps, simulator_namespace, GOOD)
-    wait_version(local_stack, GOOD)
-    time.sleep(6)
-    before = routes(kube_api, canary)
-    result = canary_guard(
-        "rag-api", triggers=CanaryTriggers(window_seconds=4), interval_seconds=1, rate_window="5s"
-    )
-    assert result.outcome == "passed" and result.rollback is None
-    # it watched the whole window on real figures: "no data" would not have passed
-    assert result.verdict.window_over and not result.verdict.fired
-    seen = result.verdict.observation
-    assert seen.elapsed_seconds >= 4 and seen.health is Health.HEALTHY
-    assert seen.error_ratio == 0.0
-    assert seen.p99_seconds is not None and 0 < seen.p99_seconds < 0.3
-    assert routes(kube_api, canary) == before
-    assert apps.read_namespaced_deployment("rag-api-canary", canary).spec.replicas == 1
