@@ -6,6 +6,8 @@ and P99 over that time (Prometheus) → judge each revision and choose (`playboo
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from prefect.logging import get_run_logger
@@ -22,7 +24,9 @@ from playbook.known_good import (
     choose_last_good,
     judge_revision,
     judge_so_far,
+    revision_spans,
 )
+from playbook.rollout import RolloutSnapshot
 from playbook.services import ServiceConfig
 from playbook.thresholds import load_decision_matrix
 from tasks.prometheus import read_values_at, resolve_prometheus_url
@@ -47,21 +51,35 @@ def _readings(cfg: ServiceConfig, span: RevisionSpan, end: datetime | None) -> t
     return tuple(readings)
 
 
-def find_last_good(cfg: ServiceConfig, min_current_minutes: float) -> KnownGoodChoice:
+def find_last_good(
+    cfg: ServiceConfig, min_current_minutes: float, snapshot: RolloutSnapshot | None = None
+) -> KnownGoodChoice:
     """Every revision's evidence and the newest earlier one known good (None: none is).
+
+    The revisions are those of `snapshot` (the flow's own read of the Deployment and its
+    ReplicaSets), else read now.
 
     Raises:
         InvalidInputError: no Prometheus URL, or a matrix query that cannot select a version.
         RollbackError: the cluster or Prometheus could not be read.
     """
     min_current = timedelta(minutes=min_current_minutes)
-    spans = read_revision_spans(cfg.namespace, cfg.deployment, cfg.container)
+    spans = (
+        revision_spans(snapshot.deployment, snapshot.replicasets, cfg.container)
+        if snapshot is not None
+        else read_revision_spans(cfg.namespace, cfg.deployment, cfg.container)
+    )
     now = datetime.now(UTC)
+
+    def read(span: RevisionSpan) -> tuple[Reading, ...]:
+        return _readings(cfg, span, now if span.current else span.current_to)
+
+    # the revisions' range queries side by side (each its own copy of the run's context)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(spans), 8))) as pool:
+        readings = list(pool.map(lambda span: contextvars.copy_context().run(read, span), spans))
     evidence = [
-        judge_revision(
-            span, _readings(cfg, span, now if span.current else span.current_to), min_current
-        )
-        for span in spans
+        judge_revision(span, found, min_current)
+        for span, found in zip(spans, readings, strict=True)
     ]
     choice = choose_last_good(evidence, min_current)
     get_run_logger().info("%s\n%s", choice.message, choice.to_text())
@@ -69,12 +87,12 @@ def find_last_good(cfg: ServiceConfig, min_current_minutes: float) -> KnownGoodC
 
 
 def read_known_good(
-    cfg: ServiceConfig, minutes: float, required: bool
+    cfg: ServiceConfig, minutes: float, required: bool, snapshot: RolloutSnapshot | None = None
 ) -> tuple[KnownGoodChoice | None, str]:
     """The revisions' evidence; when not `required`, a failure to read it is only reported
     (a person's rollback does not wait for Prometheus): (None, why)."""
     try:
-        return find_last_good(cfg, minutes), ""
+        return find_last_good(cfg, minutes, snapshot), ""
     except (RollbackError, InvalidInputError) as exc:
         if required:
             raise

@@ -30,8 +30,7 @@ from playbook.rollback_report import RollbackReport, Stopwatch
 from playbook.services import load_service
 from playbook.task_results import patch_text
 from tasks.kubernetes import (
-    read_deployment_status,
-    read_rollout_history,
+    read_rollout,
     undo_deployment,
     wait_for_rollout,
 )
@@ -122,8 +121,8 @@ def kubernetes_rollback(
         watch = Stopwatch()
 
         with watch.step("check status and history"):
-            before = read_deployment_status(ns, name)
-            history = read_rollout_history(ns, name)
+            snapshot = read_rollout(ns, name)  # one read: status, history, owner and plan
+            before, history = snapshot.status(), snapshot.history()
         logger.info(
             "Deployment %s/%s at revision %s, %s/%s ready; history: %s",
             ns,
@@ -136,7 +135,9 @@ def kubernetes_rollback(
 
         with watch.step("find the last known-good revision"):
             minutes = known_good_minutes or cfg.known_good_minutes
-            known, unknown_why = read_known_good(cfg, minutes, required=target != "previous")
+            known, unknown_why = read_known_good(
+                cfg, minutes, required=target != "previous", snapshot=snapshot
+            )
         if target == "last-good":
             if known is None or known.target is None:
                 raise RollbackRefusedError(
@@ -146,7 +147,7 @@ def kubernetes_rollback(
             logger.info("%s: rolling back to it", known.message)
 
         with watch.step("check GitOps owner"):
-            gitops = keep_gitops_from_reverting(cfg, suspend_gitops, dry_run)
+            gitops = keep_gitops_from_reverting(cfg, suspend_gitops, dry_run, snapshot.deployment)
         with watch.step("undo"):
             undo = undo_deployment(
                 ns,
@@ -156,6 +157,7 @@ def kubernetes_rollback(
                 intent_id=None if dry_run else flow_run.get_root_flow_run_id(),
                 force=force,
                 repeat_guard_minutes=cfg.repeat_guard_minutes,
+                snapshot=snapshot,
             )
         plan = undo.plan
         change = patch_text(list(plan.patch)) if plan.patch else None

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
@@ -85,7 +86,9 @@ def one_rollback_at_a_time(
             yield
 
 
-def keep_gitops_from_reverting(cfg: ServiceConfig, suspend: bool, dry_run: bool) -> tuple[str, ...]:
+def keep_gitops_from_reverting(
+    cfg: ServiceConfig, suspend: bool, dry_run: bool, deployment: dict[str, Any] | None = None
+) -> tuple[str, ...]:
     """Before any change: a GitOps owner (Argo CD, Flux) that would put the bad version back
     is suspended when a person asked for it (`suspend`), else the rollback is refused.
 
@@ -97,7 +100,7 @@ def keep_gitops_from_reverting(cfg: ServiceConfig, suspend: bool, dry_run: bool)
             nothing was changed.
     """
     logger = get_run_logger()
-    state = read_gitops_owner(cfg.namespace, cfg.deployment, cfg.argocd_namespace)
+    state = read_gitops_owner(cfg.namespace, cfg.deployment, cfg.argocd_namespace, deployment)
     if state is None:
         return ()
     if not state.reverts:
@@ -182,14 +185,17 @@ def verify_pods(
     """
     logger = get_run_logger()
     selector = status.label_selector
-    pods = list_pods(status.namespace, selector)
-    events = read_recent_events(status.namespace, status.name, selector)
+    pods = list_pods(status.namespace, selector)  # listed once: the events and logs are theirs
+    events = read_recent_events(
+        status.namespace, status.name, selector, pods=tuple(p.name for p in pods)
+    )
     logs = read_error_logs(
         status.namespace,
         selector,
         service.container,
         service.logs.error_pattern,
         service.logs.tail_lines,
+        pods=tuple(p.name for p in pods if not p.deleting),
     )
     for event in events:
         if event.type == "Warning":

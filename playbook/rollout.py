@@ -452,3 +452,22 @@ def describe_waiting(pods: Iterable[PodState]) -> str:
     if not_ready:
         parts.append(f"running but not ready: {', '.join(sorted(not_ready))}")
     return "; ".join(parts) if parts else "no pod is waiting"
+
+
+@dataclass(frozen=True)
+class RolloutSnapshot:
+    """One read of a Deployment and its ReplicaSets, as the API served them (JSON).
+
+    A rollback's status line, revision history, known-good table, GitOps owner and undo plan
+    all come from the same moment; its patch carries that read's resourceVersion, so a change
+    made since fails the patch and the undo decides again from a new read.
+    """
+
+    deployment: Json
+    replicasets: tuple[Json, ...]
+
+    def status(self) -> RolloutStatus:
+        return rollout_status(self.deployment)
+
+    def history(self) -> tuple[Revision, ...]:
+        return revision_history(self.deployment, self.replicasets)

@@ -46,10 +46,18 @@ def _get_owner(owner: OwnerRef) -> dict[str, Any] | None:
 
 @kubernetes_api_task
 def read_gitops_owner(
-    namespace: str, deployment: str, argocd_namespace: str = "argocd"
+    namespace: str,
+    deployment: str,
+    argocd_namespace: str = "argocd",
+    read: dict[str, Any] | None = None,
 ) -> OwnerState | None:
-    """The Deployment's Argo CD or Flux owner and whether it would revert a rollback."""
-    owner = find_owner(get_deployment(namespace, deployment), argocd_namespace)
+    """The Deployment's Argo CD or Flux owner and whether it would revert a rollback.
+
+    `read`: the Deployment as the flow just read it (its labels and annotations name the
+    owner), else it is read now; the owner itself is always read now.
+    """
+    found = read if read is not None else get_deployment(namespace, deployment)
+    owner = find_owner(found, argocd_namespace)
     return owner_state(owner, _get_owner(owner)) if owner is not None else None
 
 

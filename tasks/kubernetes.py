@@ -55,6 +55,7 @@ from playbook.provenance import (
 from playbook.rollout import (
     PodState,
     Revision,
+    RolloutSnapshot,
     RolloutStatus,
     UndoPlan,
     describe_waiting,
@@ -283,6 +284,18 @@ def read_rollout_history(namespace: str, name: str) -> tuple[Revision, ...]:
     return revision_history(deployment, get_replicasets(namespace, deployment))
 
 
+def _snapshot(namespace: str, name: str) -> RolloutSnapshot:
+    deployment = get_deployment(namespace, name)
+    return RolloutSnapshot(deployment, tuple(get_replicasets(namespace, deployment)))
+
+
+@kubernetes_api_task
+def read_rollout(namespace: str, name: str) -> RolloutSnapshot:
+    """Read a Deployment and its ReplicaSets once: its status, revisions, owner and undo
+    plan all come from this read (`kubectl get deploy,rs`)."""
+    return _snapshot(namespace, name)
+
+
 @kubernetes_api_task
 def read_rollout_origin(namespace: str, name: str) -> RolloutOrigin:
     """When the Deployment's current revision became current, and who made it so."""
@@ -299,6 +312,7 @@ def undo_deployment(
     intent_id: str | None = None,
     force: bool = False,
     repeat_guard_minutes: float = 60.0,
+    snapshot: RolloutSnapshot | None = None,
 ) -> UndoResult:
     """`kubectl rollout undo [--to-revision]`: patch the template of that revision back in.
 
@@ -310,6 +324,10 @@ def undo_deployment(
     patch is only validated by the API server (`dryRun=All`). A concurrent change fails the
     patch's resourceVersion `test` and is retried from a new read.
 
+    The first attempt may decide from the flow's own read of the Deployment (`snapshot`):
+    the patch's `test` of that read's resourceVersion fails if anything changed since, and a
+    retry reads afresh.
+
     Before writing, the ConfigMaps and Secrets the target revision names are checked
     (`playbook.config_drift`): one changed since that revision stopped being current is a
     warning (`config_warnings`).
@@ -319,8 +337,8 @@ def undo_deployment(
             this tool's last rollback of the Deployment (unless `force`), or a target revision
             that needs a ConfigMap or Secret that does not exist; nothing changed.
     """
-    deployment = get_deployment(namespace, name)
-    replicasets = get_replicasets(namespace, deployment)
+    read = snapshot if snapshot is not None and _attempt() == 1 else _snapshot(namespace, name)
+    deployment, replicasets = read.deployment, list(read.replicasets)
     generation = int(deployment["metadata"].get("generation", 0))
     rv = str(deployment["metadata"].get("resourceVersion", ""))
     now = datetime.now(UTC)
@@ -614,11 +632,16 @@ def _waiting(namespace: str, status: RolloutStatus) -> str:
 
 @kubernetes_api_task
 def read_recent_events(
-    namespace: str, name: str, selector: str, limit: int = 20
+    namespace: str,
+    name: str,
+    selector: str,
+    limit: int = 20,
+    pods: Sequence[str] | None = None,
 ) -> tuple[EventRecord, ...]:
-    """`kubectl get events --sort-by=.lastTimestamp` for the Deployment, its ReplicaSets, pods."""
+    """`kubectl get events --sort-by=.lastTimestamp` for the Deployment, its ReplicaSets, pods
+    (`pods`, the names the caller just listed, else those matching `selector` now)."""
     core = client.CoreV1Api(kube_client())
-    pods = {p.name for p in _pods(namespace, selector)}
+    names = set(pods) if pods is not None else {p.name for p in _pods(namespace, selector)}
     with translating(f"list events in {namespace}"):
         body = _raw(
             core.list_namespaced_event(
@@ -633,7 +656,7 @@ def read_recent_events(
         obj_name = str(obj.get("name", ""))
         ours = (
             (obj.get("kind") == "Deployment" and obj_name == name)
-            or (obj.get("kind") == "Pod" and obj_name in pods)
+            or (obj.get("kind") == "Pod" and obj_name in names)
             or (obj.get("kind") == "ReplicaSet" and own_replicaset.match(obj_name) is not None)
         )
         if not ours:
@@ -666,8 +689,12 @@ def read_error_logs(
     pattern: str,
     tail_lines: int = 50,
     since_seconds: int = 300,
+    pods: Sequence[str] | None = None,
 ) -> LogScan:
     """`kubectl logs -l selector --tail=N | grep -iE pattern`, per pod; never fails the flow.
+
+    `pods`: the names of the pods to read (the caller's own listing, not deleting), instead
+    of those matching `selector` now.
 
     Logs are unavailable where the node serves none (e.g. simulated KWOK nodes); that is
     reported in the result instead of raised.
@@ -676,11 +703,12 @@ def read_error_logs(
     regex = re.compile(pattern)
     lines: list[str] = []
     reasons: list[str] = []
-    pods = [p for p in _pods(namespace, selector) if not p.deleting]
+    if pods is None:
+        pods = [p.name for p in _pods(namespace, selector) if not p.deleting]
     for pod in pods:
         try:
             text = core.read_namespaced_pod_log(
-                pod.name,
+                pod,
                 namespace,
                 container=container,
                 tail_lines=tail_lines,
@@ -691,10 +719,10 @@ def read_error_logs(
                 _preload_content=False,
             ).data.decode("utf-8", errors="replace")
         except Exception as exc:  # any failure means: no logs from this pod
-            err = translate_error(exc, f"read logs of pod {namespace}/{pod.name}")
+            err = translate_error(exc, f"read logs of pod {namespace}/{pod}")
             reasons.append(str(err))
             continue
-        lines.extend(f"{pod.name}: {line}" for line in str(text).splitlines() if regex.search(line))
+        lines.extend(f"{pod}: {line}" for line in str(text).splitlines() if regex.search(line))
     if pods and len(reasons) == len(pods):
         return LogScan(False, (), reasons[0])
     return LogScan(True, tuple(lines), None)

@@ -280,7 +280,7 @@ def test_apiserver_429_is_waited_out(
     assert_one_undo(apps, ns, before.generation)
     runs = task_runs(state)
     # Waited out inside each call (Retry-After), never failed and retried as a task.
-    assert [r.run_count for r in runs["read_deployment_status"]] == [1]
+    assert [r.run_count for r in runs["read_rollout"]] == [1]
     assert [r.run_count for r in runs["undo_deployment"]] == [1]
 
 

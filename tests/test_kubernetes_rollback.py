@@ -10,6 +10,7 @@ from kubernetes import client
 
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.errors import InvalidInputError, RevisionNotFoundError
+from tasks.kubernetes import read_rollout, undo_deployment
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
 
@@ -125,3 +126,31 @@ def test_dry_run_prints_the_patch_and_changes_nothing(
     assert report.dry_run and not report.changed
     assert report.change is not None and f"{REPOSITORY}:{BAD}" in report.change
     assert '"path": "/spec/template"' in report.change
+
+
+def test_a_change_after_the_flows_read_is_not_overwritten_by_its_plan(
+    apps: client.AppsV1Api, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The undo decides from the flow's one read of the Deployment; a release landing after
+    that read fails the patch's resourceVersion test, and the retry decides from the cluster
+    as it is then: the stale plan (back to revision 1) is never written over the release."""
+    use_services(monkeypatch, tmp_path, namespace)
+    build_history(apps, namespace, [GOOD, BAD])
+    read = read_rollout.fn(namespace, "rag-api")  # the flow's read: 2 (BAD) over 1 (GOOD)
+    apps.patch_namespaced_deployment(  # then CI releases WORSE (revision 3)
+        "rag-api",
+        namespace,
+        {"spec": {"template": {"spec": {"containers": [{"name": "rag-api", "image": f"{REPOSITORY}:{WORSE}"}]}}}},
+    )  # fmt: skip
+
+    result = undo_deployment(namespace, "rag-api", snapshot=read)
+
+    after = snapshot(apps, namespace)
+    # the undo of what is current now (3 → 2), decided on the second attempt's own read
+    assert (result.plan.current_revision, result.plan.target.number) == (3, 2)
+    assert after.image == f"{REPOSITORY}:{BAD}"
+    assert after.replicasets == {
+        1: f"{REPOSITORY}:{GOOD}",
+        3: f"{REPOSITORY}:{WORSE}",
+        4: f"{REPOSITORY}:{BAD}",
+    }

@@ -29,8 +29,7 @@ from playbook.services import SERVICES_ENV
 from stack.config import REPO_DIR
 from stack.local import StackState
 from tasks.kubernetes import (
-    read_deployment_status,
-    read_rollout_history,
+    read_rollout,
     undo_deployment,
     wait_for_rollout,
 )
@@ -172,7 +171,7 @@ def test_a_rollback_run_shows_its_state_task_runs_and_report(
 
     page.get_by_role("tab", name="Task Runs").click()
     # Procedure 2's steps, each listed by its task run's name (the task's and a suffix) ...
-    for task in (read_deployment_status, read_rollout_history, undo_deployment, wait_for_rollout):
+    for task in (read_rollout, undo_deployment, wait_for_rollout):
         expect(page.get_by_text(re.compile(rf"^{re.escape(task.name)}-\w+$"))).to_be_visible()
     # ... and every task run of the run Completed.
     expect(page.get_by_text(f"({count} Completed)", exact=True)).to_be_visible()
