@@ -2,20 +2,21 @@
 
 Each round creates N services (a Deployment each, in its own namespace, released v1.0.0 →
 v1.0.1), rolls all of them back with `fleet_rollback(max_parallel=N)` against the stack's
-Prefect server (PostgreSQL-backed, never a temporary SQLite one), checks that every
-Deployment is back on v1.0.0, and deletes them. The checklist after the rollback and the
-follow-up monitor are off: they are the same for one service or fifty. Prints the median
-seconds per N over `--runs` rounds and the ratio of N=50 to N=1.
+Prefect server, checks that every Deployment is back on v1.0.0, and deletes them. The
+checklist after the rollback and the follow-up monitor are off: they are the same for one
+service or fifty. One N=1 round warms up first. Prints the median seconds per N over
+`--runs` rounds and the ratio of N=50 to N=1.
 
-    make stack-up && eval "$(.venv/bin/python -m stack env)"
     .venv/bin/python bench/fleet.py --runs 3
+
+Measures the environment's stack (`make stack-up`, then `eval "$(.venv/bin/python -m stack
+env)"`) or, without one, a private stack on free ports (see bench/common.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -23,33 +24,21 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import yaml  # noqa: E402
-from kubernetes import client, config  # noqa: E402
+import yaml
+from common import IMAGE, environment, measured_stack
+from kubernetes import client, config
 
-from stack.manifests import deployment_manifest  # noqa: E402
+from stack.manifests import deployment_manifest
 
-IMAGE = "ghcr.io/acme/rag-api"
 GOOD, BAD = "v1.0.0", "v1.0.1"
 
 
-def wait_rolled_out(
-    apps: client.AppsV1Api, namespace: str, name: str, timeout: float = 180
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        d = apps.read_namespaced_deployment(name, namespace)
-        s = d.status
-        if (s.observed_generation or 0) >= d.metadata.generation and (
-            s.updated_replicas,
-            s.replicas,
-            s.available_replicas,
-        ) == (d.spec.replicas,) * 3:
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"{namespace}/{name} did not roll out")
+def wait_rolled_out(apps: client.AppsV1Api, namespace: str, name: str) -> None:
+    from cluster import wait_rolled_out as rolled_out
+
+    rolled_out(apps, namespace, name, timeout=180)
 
 
 def release(apps: client.AppsV1Api, core: client.CoreV1Api, names: list[str]) -> None:
@@ -115,27 +104,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", default="1,10,50")
     args = parser.parse_args()
-    api_url = os.environ.get("PREFECT_API_URL")
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if not api_url or not kubeconfig:
-        raise SystemExit(
-            "set PREFECT_API_URL and KUBECONFIG to the stack's: "
-            'make stack-up && eval "$(.venv/bin/python -m stack env)"'
-        )
     sizes = [int(n) for n in args.sizes.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
-        shipped = yaml.safe_load((REPO / "deployments" / "post-rollback.yaml").read_text())
-        shipped["verification"]["after_rollback"]["enabled"] = False
-        shipped["follow_up"]["enabled"] = False
-        post_rollback = Path(tmp) / "post-rollback.yaml"
-        post_rollback.write_text(yaml.safe_dump(shipped))
-        os.environ["ROLLBACK_FLOWS_POST_ROLLBACK"] = str(post_rollback)
-        api = config.new_client_from_config(config_file=kubeconfig)
+    with measured_stack("fleet") as kind, tempfile.TemporaryDirectory() as tmp:
+        api = config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-        print(
-            f"environment: Prefect {api_url}, cluster {kubeconfig} (KWOK), "
-            f"{os.cpu_count()} cores, Python {platform.python_version()}, {args.runs} runs"
-        )
+        one_round(apps, core, 1, Path(tmp))  # warm-up
         medians: dict[int, float] = {}
         for n in sizes:
             times = [one_round(apps, core, n, Path(tmp)) for _ in range(args.runs)]
@@ -144,6 +117,7 @@ def main() -> None:
                 f"N={n:>3}: median {medians[n]:6.2f} s  "
                 f"(runs: {', '.join(f'{t:.2f}' for t in times)})"
             )
+        print(environment(kind))
         if 1 in medians and max(sizes) > 1:
             top = max(sizes)
             print(f"ratio N={top} / N=1: {medians[top] / medians[1]:.2f}")

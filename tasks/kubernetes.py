@@ -522,15 +522,20 @@ def list_pods(namespace: str, selector: str) -> tuple[PodState, ...]:
 
 
 class _Progress:
-    """A Prefect progress artifact for a rollout, when running inside a task run."""
+    """A Prefect progress artifact for a rollout, when running inside a task run.
+
+    It appears once the rollout has lasted `MIN_INTERVAL`: a rollout done sooner (KWOK's,
+    a single pod's) gets none, its log lines say it all, and the rollback is not slowed by
+    API calls nobody would see.
+    """
 
     MIN_INTERVAL = 1.0
-    """Seconds between updates: each one is a call to the Prefect API."""
+    """Seconds before the first update and between updates: each is a call to the Prefect API."""
 
     def __init__(self) -> None:
         self._id: Any = None
         self._last = -1.0
-        self._last_at = 0.0
+        self._last_at = time.monotonic()
 
     def update(self, status: RolloutStatus) -> None:
         desired = max(status.desired_replicas, 1)
@@ -538,6 +543,8 @@ class _Progress:
         value = 100.0 if status.complete else min(value, 99.0)
         now = time.monotonic()
         if TaskRunContext.get() is None or value == self._last:
+            return
+        if self._id is None and now - self._last_at < self.MIN_INTERVAL:
             return
         if not status.complete and now - self._last_at < self.MIN_INTERVAL:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import cProfile
 import multiprocessing
 import multiprocessing.context
 import os
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
     from prefect.runner._control_channel import ControlChannel
 
+PROFILE_ENV = "WARM_WORKER_PROFILE_DIR"
+"""A directory: each run's child writes its cProfile statistics there (`<flow run id>.prof`)."""
 PRELOAD_ENV = "WARM_WORKER_PRELOAD"
 """Comma-separated modules the fork server imports once; unset: every module of `flows`."""
 
@@ -114,8 +117,12 @@ def run_engine(env: dict[str, str], cwd: str) -> None:
     from prefect.settings import Settings
 
     code: int | str | None = 0
+    profile_dir = env.get(PROFILE_ENV)
+    profiler = cProfile.Profile() if profile_dir else None
     try:
         with contextlib.ExitStack() as stack:
+            if profiler is not None:
+                profiler.enable()
             if not same_settings:  # reading them costs a third of a second
                 stack.enter_context(
                     SettingsContext(profile=get_settings_context().profile, settings=Settings())
@@ -128,6 +135,9 @@ def run_engine(env: dict[str, str], cwd: str) -> None:
     except SystemExit as exc:
         code = exc.code
     finally:
+        if profiler is not None and profile_dir:
+            profiler.disable()
+            profiler.dump_stats(Path(profile_dir) / f"{env.get('PREFECT__FLOW_RUN_ID')}.prof")
         threading._shutdown()  # type: ignore[attr-defined]
         atexit._run_exitfuncs()
     sys.exit(code)
