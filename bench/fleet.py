@@ -41,11 +41,20 @@ def wait_rolled_out(apps: client.AppsV1Api, namespace: str, name: str) -> None:
     rolled_out(apps, namespace, name, timeout=180)
 
 
-def release(apps: client.AppsV1Api, core: client.CoreV1Api, names: list[str]) -> None:
-    """Each service at GOOD, then released BAD (revision 2), all rolled out."""
+def release(
+    apps: client.AppsV1Api, core: client.CoreV1Api, names: list[str], ready_delay: float
+) -> None:
+    """Each service at GOOD, then released BAD (revision 2), all rolled out. GOOD's pods
+    become ready `ready_delay` seconds after they start (a KWOK stage), so the rollback's
+    rollout lasts that long, as a real one does."""
     for name in names:
         core.create_namespace({"metadata": {"name": name}})
-        apps.create_namespaced_deployment(name, deployment_manifest(f"{IMAGE}:{GOOD}", name=name))
+        body = deployment_manifest(f"{IMAGE}:{GOOD}", name=name)
+        if ready_delay:
+            body["spec"]["template"]["metadata"]["annotations"] = {
+                "rollback-flows.dev/ready-delay": f"{ready_delay:g}s"
+            }
+        apps.create_namespaced_deployment(name, body)
     for name in names:
         wait_rolled_out(apps, name, name)
         apps.patch_namespaced_deployment(
@@ -59,7 +68,9 @@ def release(apps: client.AppsV1Api, core: client.CoreV1Api, names: list[str]) ->
         wait_rolled_out(apps, name, name)
 
 
-def one_round(apps: client.AppsV1Api, core: client.CoreV1Api, n: int, tmp: Path) -> float:
+def one_round(
+    apps: client.AppsV1Api, core: client.CoreV1Api, n: int, tmp: Path, ready_delay: float
+) -> float:
     from flows.fleet_rollback import fleet_rollback
 
     names = [f"fleet-{uuid.uuid4().hex[:6]}" for _ in range(n)]
@@ -82,7 +93,7 @@ def one_round(apps: client.AppsV1Api, core: client.CoreV1Api, n: int, tmp: Path)
         )
     )
     os.environ["ROLLBACK_FLOWS_SERVICES"] = str(services)
-    release(apps, core, names)
+    release(apps, core, names, ready_delay)
     try:
         started = time.perf_counter()
         report = fleet_rollback(services=names, max_parallel=n)
@@ -103,21 +114,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", default="1,10,50")
+    parser.add_argument(
+        "--ready-delay",
+        type=float,
+        default=0.0,
+        help="seconds the good version's pods take to become ready (a real rollout's wait)",
+    )
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     with measured_stack("fleet") as kind, tempfile.TemporaryDirectory() as tmp:
         api = config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-        one_round(apps, core, 1, Path(tmp))  # warm-up
+        one_round(apps, core, 1, Path(tmp), args.ready_delay)  # warm-up
         medians: dict[int, float] = {}
         for n in sizes:
-            times = [one_round(apps, core, n, Path(tmp)) for _ in range(args.runs)]
+            times = [
+                one_round(apps, core, n, Path(tmp), args.ready_delay) for _ in range(args.runs)
+            ]
             medians[n] = statistics.median(times)
             print(
                 f"N={n:>3}: median {medians[n]:6.2f} s  "
                 f"(runs: {', '.join(f'{t:.2f}' for t in times)})"
             )
-        print(environment(kind))
+        print(f"{environment(kind)}; pods ready {args.ready_delay:g} s after they start")
         if 1 in medians and max(sizes) > 1:
             top = max(sizes)
             print(f"ratio N={top} / N=1: {medians[top] / medians[1]:.2f}")

@@ -8,6 +8,7 @@ namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -173,3 +174,35 @@ def simulator_namespace(kube_api: client.ApiClient) -> Iterator[str]:
     apps = client.AppsV1Api(kube_api)
     for deployment in apps.list_namespaced_deployment(SIMULATOR_NAMESPACE).items:
         apps.delete_namespaced_deployment(deployment.metadata.name, SIMULATOR_NAMESPACE)
+
+
+@pytest.fixture
+def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
+    return client.AppsV1Api(kube_api)
+
+
+@pytest.fixture
+def core(kube_api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(kube_api)
+
+
+@pytest.fixture
+def bad_release(
+    apps: client.AppsV1Api, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """rag-api at revision 2 (v1.2.4, which the simulator fails 20 % of) over revision 1
+    (v1.2.3) in the test's namespace, the flows pointed at it; the guards' state (the hourly
+    ledger, the service's lock) removed after. A module may give its own `bad_release`."""
+    from cluster import build_history, use_services
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from playbook.names import ledger_name, lock_name
+    from tasks.concurrency import forget_rollbacks
+
+    use_services(monkeypatch, tmp_path, namespace)
+    build_history(apps, namespace, ["v1.2.3", "v1.2.4"])
+    yield namespace
+    forget_rollbacks(ledger_name(namespace, "rag-api"))
+    with get_client(sync_client=True) as prefect, contextlib.suppress(ObjectNotFound):
+        prefect.delete_global_concurrency_limit_by_name(lock_name(namespace, "rag-api"))

@@ -88,11 +88,6 @@ def test_the_plan_names_versions_revisions_patch_and_pods() -> None:
 
 
 @pytest.fixture
-def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube_api)
-
-
-@pytest.fixture
 def at_v124(
     apps: client.AppsV1Api, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> str:

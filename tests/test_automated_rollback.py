@@ -223,11 +223,6 @@ def with_actions(
 
 
 @pytest.fixture
-def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube_api)
-
-
-@pytest.fixture
 def token(fake: FakeGitHubActions, local_stack: object) -> str:
     Secret(value=fake.token).save(TOKEN_BLOCK, overwrite=True)
     return fake.token

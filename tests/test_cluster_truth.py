@@ -51,22 +51,6 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
 GOOD, BAD = "v1.2.3", "v1.2.4"  # the simulator fails 20 % of v1.2.4's requests
 
 
-@pytest.fixture
-def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube_api)
-
-
-@pytest.fixture
-def bad_release(
-    apps: client.AppsV1Api, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """rag-api at revision 2 (bad) over revision 1 (good); the hourly ledger removed after."""
-    use_services(monkeypatch, tmp_path, namespace)
-    build_history(apps, namespace, [GOOD, BAD])
-    yield namespace
-    forget_rollbacks(ledger_name(namespace, "rag-api"))
-
-
 def kubectl(local_stack: StackState, *args: str) -> str:
     """Run the real kubectl against the session's cluster, as a person would."""
     done = subprocess.run(

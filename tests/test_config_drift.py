@@ -110,16 +110,6 @@ def test_the_target_stopped_being_current_when_the_next_revision_was_made() -> N
 
 
 @pytest.fixture
-def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube_api)
-
-
-@pytest.fixture
-def core(kube_api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(kube_api)
-
-
-@pytest.fixture
 def configured_release(
     apps: client.AppsV1Api,
     core: client.CoreV1Api,

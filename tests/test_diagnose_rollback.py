@@ -54,16 +54,6 @@ PULL_SECRET_CONTENT = base64.b64encode(b"acme:ghp_pull_secret_password").decode(
 
 
 @pytest.fixture
-def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube_api)
-
-
-@pytest.fixture
-def core(kube_api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(kube_api)
-
-
-@pytest.fixture
 def github(local_stack: object) -> Iterator[FakeGitHub]:
     fake = FakeGitHub().start()
     fake.add_package("org", "acme", "rag-api", [["v1.2.4"], ["v1.2.3", "latest"]])

@@ -14,7 +14,12 @@ from cluster import REPOSITORY, build_history, replicasets_by_revision, snapshot
 from flow_runs import read_flow_run
 from kubernetes import client
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 
 from flows.fleet_rollback import choose_services, fleet_rollback
 from playbook.errors import InvalidInputError
@@ -145,6 +150,15 @@ def test_a_fleet_rolls_back_side_by_side_and_one_failure_stops_no_other(
     ends = [run.end_time for run in children]
     assert None not in starts and None not in ends
     assert max(starts) < min(ends)  # type: ignore[type-var]  # side by side, not in turn
+    # each service's steps are in its run's logs, without Prefect's note on every task run in
+    # a thread (each call has its own request timeout; fifty of those notes would bury the rest)
+    with get_client(sync_client=True) as prefect:
+        logs = prefect.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id for run in children]))
+        )
+    messages = [log.message for log in logs]
+    assert any("roll Deployment" in m and "back from revision 2" in m for m in messages)
+    assert not [m for m in messages if "running in a worker thread" in m]
 
 
 @pytest.mark.stack

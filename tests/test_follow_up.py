@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cluster import REPOSITORY, build_history, snapshot, use_services
+from cluster import REPOSITORY, snapshot
 from conftest import write_post_rollback_settings
 from kubernetes import client
 from prefect.client.orchestration import get_client
@@ -20,16 +20,6 @@ from playbook.post_rollback import POST_ROLLBACK_ENV
 from tasks.concurrency import ensure_service_lock
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def bad_release(
-    kube_api: client.ApiClient, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> str:
-    """rag-api rolled from v1.2.3 to the bad v1.2.4 in the test's namespace."""
-    use_services(monkeypatch, tmp_path, namespace)
-    build_history(client.AppsV1Api(kube_api), namespace, ["v1.2.3", "v1.2.4"])
-    return namespace
 
 
 def test_a_rollback_schedules_one_monitor_run(

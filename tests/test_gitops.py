@@ -111,11 +111,6 @@ KINDS = {
 
 
 @pytest.fixture
-def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube_api)
-
-
-@pytest.fixture
 def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(kube_api)
 

@@ -3,23 +3,18 @@ the cap of `guarded_rollback` on the real cluster and Prefect server."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from cluster import (
     REPOSITORY,
-    build_history,
     deployment_body,
     snapshot,
-    use_services,
     wait_rolled_out,
     wait_settled,
 )
@@ -27,7 +22,6 @@ from kubernetes import client
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectNotFound
 
 from flows.evaluate_release import evaluate_release
 from flows.guarded_rollback import guarded_rollback
@@ -47,7 +41,7 @@ from playbook.names import ledger_name, lock_name
 from playbook.thresholds import DEFAULT_MATRIX_FILE, load_decision_matrix
 from stack.local import StackState
 from stack.sink import WebhookSink
-from tasks.concurrency import ensure_service_lock, forget_rollbacks, read_rollback_ledger
+from tasks.concurrency import ensure_service_lock, read_rollback_ledger
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 MATRIX = load_decision_matrix(DEFAULT_MATRIX_FILE)
@@ -168,24 +162,6 @@ def test_a_corrupt_ledger_is_a_clear_error(value: object) -> None:
 # --- the lock and the cap on the real stack ---------------------------------------------------
 
 GOOD, BAD = "v1.2.3", "v1.2.4"
-
-
-@pytest.fixture
-def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube_api)
-
-
-@pytest.fixture
-def bad_release(
-    apps: client.AppsV1Api, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """rag-api at revision 2 (bad) over revision 1 (good); the guards' state removed after."""
-    use_services(monkeypatch, tmp_path, namespace)
-    build_history(apps, namespace, [GOOD, BAD])
-    yield namespace
-    forget_rollbacks(ledger_name(namespace, "rag-api"))
-    with get_client(sync_client=True) as c, contextlib.suppress(ObjectNotFound):
-        c.delete_global_concurrency_limit_by_name(lock_name(namespace, "rag-api"))
 
 
 @pytest.mark.stack

@@ -21,11 +21,6 @@ TOKEN_BLOCK = "it-github-token"
 
 
 @pytest.fixture
-def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube_api)
-
-
-@pytest.fixture
 def github(local_stack: object) -> Iterator[FakeGitHub]:
     fake = FakeGitHub().start()
     fake.add_package(

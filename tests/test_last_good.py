@@ -43,11 +43,6 @@ KNOWN_GOOD_SECONDS = 6.0
 HOLD_SECONDS = 7.0  # how long each earlier revision stays current (more than the above)
 
 
-@pytest.fixture
-def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube_api)
-
-
 def release(apps: client.AppsV1Api, namespace: str, tag: str) -> float:
     """Set the image as CI would; return when (monotonic) it was written."""
     written = time.monotonic()

@@ -90,27 +90,11 @@ def test_the_service_account_diagnoses_but_reads_no_secret(
         namespace, {"metadata": {"name": "regcred"}, "stringData": {"token": "t0k3n"}}
     )
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "rag-config"}})
-    body = {
-        "metadata": {"name": "rag-api", "labels": {"app": "rag-api"}},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": "rag-api"}},
-            "template": {
-                "metadata": {"labels": {"app": "rag-api"}},
-                "spec": {
-                    "imagePullSecrets": [{"name": "regcred"}, {"name": "ghcr-pull"}],
-                    "containers": [
-                        {
-                            "name": "rag-api",
-                            "image": f"{REPOSITORY}:v1.2.5-pullfail",
-                            "ports": [{"name": "http", "containerPort": 8000}],
-                            "envFrom": [{"configMapRef": {"name": "rag-config"}}],
-                        }
-                    ],
-                },
-            },
-        },
-    }
+    body = deployment_body(f"{REPOSITORY}:v1.2.5-pullfail")
+    pod = body["spec"]["template"]["spec"]
+    pod["imagePullSecrets"] = [{"name": "regcred"}, {"name": "ghcr-pull"}]
+    pod["containers"][0]["ports"] = [{"name": "http", "containerPort": 8000}]
+    pod["containers"][0]["envFrom"] = [{"configMapRef": {"name": "rag-config"}}]
     apps.create_namespaced_deployment(namespace, body)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the three pods are created and stuck pulling

@@ -169,11 +169,6 @@ def serving(
     )
 
 
-@pytest.fixture
-def apps(kube_api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube_api)
-
-
 def rows_of(state: State[VerificationReport]) -> dict[str, dict[str, str]]:
     run = read_flow_run(state)
     return {row["check"]: row for row in json.loads(run.one("table").data)}
