@@ -16,6 +16,7 @@ from playbook.rollout import (
     Condition,
     PodState,
     Revision,
+    RolloutSnapshot,
     RolloutStatus,
     describe_waiting,
     owned_replicasets,
@@ -613,3 +614,19 @@ def test_several_containers_are_listed_in_the_undo_summary() -> None:
     rs["spec"]["template"]["spec"]["containers"].append({"name": "side", "image": "s:1"})
     plan = plan_undo(deployment("b:2", 2), [rs, replicaset("b:2", 2, "bbb")])
     assert plan.summary.endswith("to revision 1 (rag-api=a:1, side=s:1)")
+
+
+def test_one_snapshot_gives_the_status_and_the_history_of_its_own_read() -> None:
+    d = deployment("ghcr.io/acme/rag-api:v1.2.4", 3, readyReplicas=2, availableReplicas=2)
+    read = RolloutSnapshot(d, tuple(HISTORY))
+
+    status = read.status()
+    assert (status.revision, status.ready_replicas, status.complete) == (3, 2, False)
+    assert status == rollout_status(d)
+    # only the Deployment's own ReplicaSets with a revision, oldest first
+    assert [(r.number, r.replicaset) for r in read.history()] == [
+        (1, "rag-api-aaa"),
+        (2, "rag-api-bbb"),
+        (3, "rag-api-ccc"),
+    ]
+    assert read.history() == revision_history(d, HISTORY)
