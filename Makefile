@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := prometheus prometheus-alertmanager postgresql chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages python binaries test lint mutation rollback-prod rollback-staging canary-start stack-up stack-down stack-status demo clean
+.PHONY: setup system-packages python binaries test lint rules mutation rollback-prod rollback-staging canary-start stack-up stack-down stack-status demo clean
 
 setup: system-packages python binaries
 
@@ -69,6 +69,12 @@ lint: python
 	$(VENV)/bin/mypy stack flows tasks playbook receiver bench warm_worker
 	@test -x "$(ACTIONLINT)" || { echo "lint: $(ACTIONLINT) is missing; make setup builds it"; exit 1; }
 	$(ACTIONLINT) -shellcheck= .github/workflows/*.yml
+
+# The shipped alert rules, generated from the decision matrix (stack/prometheus.py): run after
+# editing deployments/decision-matrix.yaml; tests/test_alert_rules.py fails while they disagree.
+rules: python
+	$(PY) -m stack rules --matrix deployments/decision-matrix.yaml \
+		--output deployments/prometheus/rollback-rules.yml
 
 # Built by `make setup` (stack/build.py) into the binaries' cache.
 ACTIONLINT = $(shell $(PY) -c 'from stack.config import bin_dir; print(bin_dir() / "actionlint")')

@@ -54,8 +54,10 @@ KNOWN_GOOD_SECONDS = 6.0
 """How long a revision must have been current to be known good, in the stack's services."""
 # The services the flows know, as shipped; the stack's copy points them at the simulator.
 SERVICES_FILE = REPO_DIR / "deployments" / "services.yaml"
-# How long an alert condition must hold before it fires, in the local stack.
+# How long an alert condition must hold before it fires, in the local stack, and the window
+# of every indicator in its alert rules (the shipped rules: 2m, each indicator's own window).
 ALERT_FOR = "3s"
+ALERT_WINDOW = prometheus.STACK_WINDOW
 # The service the simulators stand in for, and their requests per second: the canary's are
 # a twentieth of stable's, as a canary at about 5 % weight.
 SIMULATED_SERVICE = "rag-api"
@@ -339,10 +341,13 @@ class LocalStack:
         data_dir = config_dir / "data"
         if self.backfill:
             prometheus.backfill(self.backfill, data_dir)
+        # The shipped rules' alerts (deployments/prometheus/rollback-rules.yml, the same
+        # renderer and matrix), with the stack's short `for` and window: alerts within seconds.
         rules = prometheus.render_rules(
             config_dir,
             for_duration=ALERT_FOR,
-            thresholds=prometheus.AlertThresholds.from_matrix(load_decision_matrix()),
+            rate_window=ALERT_WINDOW,
+            matrix=load_decision_matrix(),
         )
         config = prometheus.render_prometheus_config(
             config_dir,

@@ -8,6 +8,11 @@ and `instance`; backfilled ones do not, so every query aggregates `by (service)`
 simulator's request counter and histogram also carry `version` (the image tag it serves) and
 `track` (`stable`, `canary`), so one version's own series can be selected.
 
+The alert rules are generated from the decision matrix (`alert_rules_text`): each
+indicator's own query, for every service at once, against its thresholds. The shipped file,
+`RULES_FILE`, has the production durations (`python -m stack rules`, `make rules`); the local
+stack's (`render_rules`) the same alerts with a short `for` and window.
+
 Order of use: render the configs, `backfill` history into the data directory, then
 `start_prometheus` and `start_alertmanager`.
 """
@@ -16,9 +21,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -27,7 +34,9 @@ from string import Template
 
 from prometheus_client.utils import floatToGoString
 
-from playbook.thresholds import DecisionMatrix
+from playbook.errors import InvalidInputError
+from playbook.thresholds import DecisionMatrix, Indicator, load_decision_matrix
+from stack.config import REPO_DIR
 from stack.processes import StackError, ensure_port_free, http_ok, start, stop, wait_until
 
 TEMPLATE_DIR = Path(__file__).with_name("prometheus")
@@ -42,33 +51,6 @@ READY_TIMEOUT_SECONDS = 30.0
 PROMTOOL_TIMEOUT_SECONDS = 300.0
 # `render_history` spreads most requests over (0, 100 ms].
 _TYPICAL_LATENCY_SECONDS = 0.1
-
-
-@dataclass(frozen=True)
-class AlertThresholds:
-    """The decision matrix of the playbook ("When to Rollback"): warning and critical."""
-
-    error_ratio_warning: float = 0.01
-    error_ratio_critical: float = 0.05
-    p99_seconds_warning: float = 0.5
-    p99_seconds_critical: float = 1.0
-    ndcg_warning: float = 0.7
-    ndcg_critical: float = 0.6
-
-    @classmethod
-    def from_matrix(cls, matrix: DecisionMatrix) -> AlertThresholds:
-        """The thresholds of the decision matrix file, so that editing it changes the alerts
-        as it changes the flows' verdicts."""
-        errors, p99 = matrix.indicator("error_rate"), matrix.indicator("p99_latency")
-        ndcg = matrix.indicator("rag_quality_ndcg")
-        return cls(
-            error_ratio_warning=errors.warning,
-            error_ratio_critical=errors.critical,
-            p99_seconds_warning=p99.warning,
-            p99_seconds_critical=p99.critical,
-            ndcg_warning=ndcg.warning,
-            ndcg_critical=ndcg.critical,
-        )
 
 
 def error_ratio_expr(window: str, service: str | None = None, by: str = "service") -> str:
@@ -128,35 +110,264 @@ def render_prometheus_config(
     )
 
 
+# --- alert rules ---------------------------------------------------------------------------
+
+RULES_FILE = REPO_DIR / "deployments" / "prometheus" / "rollback-rules.yml"
+"""The shipped alert rules, generated from the decision matrix by `make rules`."""
+PRODUCTION_FOR = "2m"
+"""How long a breach lasts before its alert fires, in the shipped rules. The playbook states
+no duration: two minutes, so that one bad scrape or evaluation does not start a rollback."""
+STACK_WINDOW = "5s"
+"""The window of every indicator in the local stack's rules (five of its 1 s scrapes)."""
+UNHEALTHY_ALERT = "RollbackServiceUnhealthy"
+PER_SERVICE_LABELS = ("namespace", "service")
+
+# The alert of each indicator: the name deployments/alert-routes.yaml matches and what its
+# summary calls the indicator. An indicator the matrix adds is Rollback{High,Low}<Name>.
+_ALERTS = {
+    "error_rate": ("RollbackHighErrorRate", "error rate"),
+    "p99_latency": ("RollbackHighLatency", "P99 latency"),
+    "availability": ("RollbackLowAvailability", "availability"),
+    "rag_quality_ndcg": ("RollbackLowRagQuality", "RAG quality NDCG"),
+    "user_complaints": ("RollbackUserComplaints", "user complaints"),
+}
+# How a summary shows the value, by the indicator's unit (Prometheus' template functions).
+_VALUE_TEXT = {
+    "ratio": "$value | humanizePercentage",
+    "seconds": "$value | humanizeDuration",
+    "count": "$value | humanize",
+    "score": "$value",
+}
+_COMPARATORS = {"above": ">", "at_least": ">=", "below": "<", "at_most": "<="}
+# Stands for the service while the matrix's query is rendered, then becomes `service!=""`.
+_EVERY_SERVICE = "__rollback_flows_every_service__"
+_PROMQL_STRING = re.compile(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|`[^`]*`)")
+_AGGREGATION = re.compile(
+    r"\b(?P<op>sum|min|max|avg|group|stddev|stdvar|count|count_values|bottomk|topk|quantile)"
+    r"\s*(?:(?P<by>\bby)\s*\((?P<labels>[^()]*)\)\s*)?\(",
+    re.IGNORECASE,
+)
+_GROUPING = re.compile(r"\b(by|without|on|ignoring)\s*\(", re.IGNORECASE)
+
+
+def alert_name(indicator: Indicator) -> str:
+    """The alert of `indicator` (both severities), e.g. `RollbackHighErrorRate`."""
+    known = _ALERTS.get(indicator.name)
+    if known:
+        return known[0]
+    worse = "High" if indicator.higher_is_worse else "Low"
+    return "Rollback" + worse + "".join(part.title() for part in indicator.name.split("_"))
+
+
+def fleet_query(indicator: Indicator, window: str | None = None) -> str:
+    """The indicator's query from the decision matrix over `window` (its own by default), for
+    every service at once: one series per (namespace, service).
+
+    The matrix's query selects one service and aggregates it into one series. Here its
+    `service="$service"` selector becomes `service!=""` and every aggregation keeps the
+    `namespace` and `service` labels (`sum(` becomes `sum by (namespace, service) (`,
+    `sum by (le) (` becomes `sum by (le, namespace, service) (`), so over one service's series
+    the value is the matrix's own.
+
+    Raises:
+        InvalidInputError: a query whose service is not selected as `service="$service"`, or
+            that groups in a way this cannot extend (`without`, `on`, `ignoring`, a `by` after
+            the aggregation's argument).
+    """
+    rendered = indicator.render(_EVERY_SERVICE, window)
+    query = rendered.replace(f'service="{_EVERY_SERVICE}"', 'service!=""')
+    if _EVERY_SERVICE in query:
+        raise InvalidInputError(
+            f'the {indicator.name} query must select the service as service="$service" '
+            "(and nowhere else) to become an alert for every service"
+        )
+    parts = _PROMQL_STRING.split(query)
+    parts[::2] = [_group_per_service(code, indicator.name) for code in parts[::2]]
+    return "".join(parts)
+
+
+def _group_per_service(code: str, indicator: str) -> str:
+    """`code` (PromQL outside string literals) with `namespace, service` in every grouping."""
+    aggregations = list(_AGGREGATION.finditer(code))
+    extended = {match.start("by") for match in aggregations if match.group("by")}
+    for grouping in _GROUPING.finditer(code):
+        if grouping.start() not in extended:
+            raise InvalidInputError(
+                f"the {indicator} query groups with {grouping.group(1)!r} in a way the alert "
+                "rules cannot extend to every service: write each aggregation as "
+                "`sum by (labels) (...)`, without on/ignoring/without"
+            )
+
+    def per_service(match: re.Match[str]) -> str:
+        labels = [label.strip() for label in (match.group("labels") or "").split(",")]
+        labels = [label for label in labels if label]
+        labels += [label for label in PER_SERVICE_LABELS if label not in labels]
+        return f"{match.group('op')} by ({', '.join(labels)}) ("
+
+    return _AGGREGATION.sub(per_service, code)
+
+
+def alert_rules_text(
+    matrix: DecisionMatrix,
+    *,
+    for_duration: str,
+    window: str | None = None,
+    preamble: Sequence[str] = (),
+) -> str:
+    """The playbook's alert rules as a Prometheus rule file: a warning and a critical alert
+    for each indicator of `matrix` (its `fleet_query` over `window`, else its own window,
+    compared with its thresholds), and the unhealthy alert; each fires after `for_duration`.
+
+    `preamble` opens the file's header comment: paragraphs, wrapped, and lines kept as they
+    are (those indented by two spaces).
+    """
+    indicators = list(matrix.indicators.values())
+    rules: list[str] = []
+    for indicator in indicators:
+        query = fleet_query(indicator, window)
+        for severity in ("warning", "critical"):
+            rules += _indicator_rule(indicator, query, severity, for_duration)
+    rules += _unhealthy_rule(for_duration)
+    opening = [
+        line
+        for paragraph in preamble
+        for line in (
+            [paragraph]
+            if paragraph.startswith("  ")
+            else textwrap.wrap(paragraph, 90, break_long_words=False, break_on_hyphens=False)
+        )
+    ]
+    header = [*opening, *_rules_header(indicators, for_duration, window)]
+    body = ["groups:", "  - name: rollback-playbook", "    rules:", *rules[:-1]]
+    return "".join(f"# {line}".rstrip() + "\n" for line in header) + "\n".join(body) + "\n"
+
+
+def _rules_header(indicators: list[Indicator], for_duration: str, window: str | None) -> list[str]:
+    table = [("alert", "indicator", "window", "warning", "critical")] + [
+        (
+            alert_name(ind),
+            ind.name,
+            window or ind.window,
+            ind.condition(ind.warning),
+            ind.condition(ind.critical),
+        )
+        for ind in indicators
+    ]
+    widths = [max(len(row[column]) for row in table) for column in range(len(table[0]))]
+    rows = ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in table]
+    over = f"over {window} (not its own window)" if window else "over its own window"
+    return [
+        "",
+        "A warning and a critical alert for each indicator of the decision matrix, firing after",
+        f"{for_duration}: the indicator's own query {over}, for every service at once (its",
+        '`service="$service"` selector becomes `service!=""` and each aggregation keeps',
+        "`namespace` and `service`, so each alert names the environment it is about), compared",
+        "with its thresholds.",
+        "",
+        *rows,
+        f"  {UNHEALTHY_ALERT} (critical only) is no row of the matrix: it is the playbook's",
+        '  automatic trigger "Health endpoint returns unhealthy" (the service reports itself',
+        "  unhealthy, rag_healthy 0, or its scrape fails, up 0).",
+        "",
+        "No data raises no alert: an indicator whose series this Prometheus does not have (user",
+        "complaints, `required: false`, where no support tooling exports",
+        "rag_user_complaints_total) never fires. deployments/alert-routes.yaml decides which",
+        "alerts start a rollback.",
+        "",
+    ]
+
+
+def _indicator_rule(
+    indicator: Indicator, query: str, severity: str, for_duration: str
+) -> list[str]:
+    threshold = indicator.warning if severity == "warning" else indicator.critical
+    comparator = _COMPARATORS[indicator.breach]
+    what = _ALERTS.get(indicator.name, ("", indicator.title))[1]
+    summary = (
+        f"{{{{ $labels.service }}}} {what} {{{{ {_VALUE_TEXT[indicator.unit]} }}}} "
+        f"{comparator} {_threshold_text(indicator, threshold)}"
+    )
+    return _rule(
+        alert_name(indicator),
+        f"({query}) {comparator} {_number(threshold)}",
+        for_duration,
+        severity,
+        summary,
+        comment=f"{indicator.name} ({indicator.title}), {severity}: "
+        f"{indicator.condition(threshold)}",
+    )
+
+
+def _unhealthy_rule(for_duration: str) -> list[str]:
+    return _rule(
+        UNHEALTHY_ALERT,
+        "(min by (namespace, service) (rag_healthy) < 1)"
+        ' or (min by (namespace, service) (up{service!=""}) < 1)',
+        for_duration,
+        "critical",
+        "{{ $labels.service }} is unhealthy",
+        comment="unhealthy: the service says so (rag_healthy 0, /health 503) or cannot be scraped",
+    )
+
+
+def _rule(
+    alert: str, expr: str, for_duration: str, severity: str, summary: str, comment: str
+) -> list[str]:
+    return [
+        f"      # {comment}",
+        f"      - alert: {alert}",
+        "        expr: |-",
+        f"          {expr}",
+        f"        for: {for_duration}",
+        "        labels:",
+        f"          severity: {severity}",
+        "        annotations:",
+        f"          summary: {_yaml_string(summary)}",
+        "",
+    ]
+
+
+def _threshold_text(indicator: Indicator, threshold: float) -> str:
+    match indicator.unit:
+        case "ratio":
+            return _percent(threshold)
+        case "seconds":
+            return _milliseconds(threshold)
+        case _:
+            return f"{threshold:g}"
+
+
+def _number(value: float) -> str:
+    """A PromQL number that reads back exactly: `0.01`, `3`."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def render_rules(
     directory: Path,
     *,
     for_duration: str,
-    rate_window: str = "5s",
-    thresholds: AlertThresholds = AlertThresholds(),
+    rate_window: str = STACK_WINDOW,
+    matrix: DecisionMatrix | None = None,
 ) -> Path:
-    """Write `rules.yml`: the playbook's alerts, each firing after `for_duration`.
-
-    `rate_window` is the window of the rate() in the error-ratio and latency rules; use at
-    least four scrape intervals.
+    """Write `rules.yml` for the local stack: the shipped rules (`alert_rules_text` of the
+    decision matrix, `$ROLLBACK_FLOWS_DECISION_MATRIX` or the shipped file), each alert firing
+    after `for_duration` and every indicator over `rate_window` instead of its own window, so
+    that alerts fire within seconds. Use a window of at least four scrape intervals.
     """
-    return _render(
-        "rules.yml",
-        directory,
+    text = alert_rules_text(
+        matrix or load_decision_matrix(),
         for_duration=for_duration,
-        error_ratio=error_ratio_expr(rate_window, by="namespace, service"),
-        p99_latency=p99_latency_expr(rate_window, by="namespace, service"),
-        error_ratio_warning=str(thresholds.error_ratio_warning),
-        error_ratio_critical=str(thresholds.error_ratio_critical),
-        error_ratio_warning_text=_percent(thresholds.error_ratio_warning),
-        error_ratio_critical_text=_percent(thresholds.error_ratio_critical),
-        p99_seconds_warning=str(thresholds.p99_seconds_warning),
-        p99_seconds_critical=str(thresholds.p99_seconds_critical),
-        p99_warning_text=_milliseconds(thresholds.p99_seconds_warning),
-        p99_critical_text=_milliseconds(thresholds.p99_seconds_critical),
-        ndcg_warning=str(thresholds.ndcg_warning),
-        ndcg_critical=str(thresholds.ndcg_critical),
+        window=rate_window,
+        preamble=[
+            "Alert rules of the local stack, rendered by stack/prometheus.py from the decision "
+            f"matrix as {RULES_FILE.relative_to(REPO_DIR)} is, with the stack's short "
+            f"durations (that file: for {PRODUCTION_FOR}, each indicator over its own window)."
+        ],
     )
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "rules.yml"
+    target.write_text(text)
+    return target
 
 
 def render_alertmanager_config(
