@@ -131,15 +131,10 @@ def tell(state: StackState, sink: WebhookSink) -> Timeline:
         "rag-api", NAMESPACE, _template_patch(f"{IMAGE}:{BAD}", f"release {BAD}")
     )
     step(f"released the bad {BAD}")
-    ratio = _wait_error_ratio(state, lambda r: r > 0.15, "reach the bad release's level")
+    # the peak since the release: the rollback may come before a person could look
+    ratio = _wait_error_ratio(state, lambda r: r > 0.15, "reach the bad release's level", peak=True)
     step(f"error ratio {ratio:.0%} in Prometheus (critical > 5 %)")
 
-    alert = _wait(lambda: _firing(state), 90, "the RollbackHighErrorRate alert to fire")
-    step(
-        "Prometheus fired RollbackHighErrorRate; Alertmanager posts it to the receiver",
-        f"{state.alertmanager_url}/#/alerts",
-        datetime.fromisoformat(alert["startsAt"].replace("Z", "+00:00")),
-    )
     [guarded] = _wait(
         lambda: [
             r for r in _runs(FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
@@ -148,6 +143,13 @@ def tell(state: StackState, sink: WebhookSink) -> Timeline:
         60,
         "the alert's guarded-rollback run",
     )  # fmt: skip
+    # the alert as Alertmanager delivered it (the run's parameter): it may be resolved already
+    started_at = guarded.parameters.get("alert_started_at")
+    step(
+        "Prometheus fired RollbackHighErrorRate; Alertmanager posted it to the receiver",
+        f"{state.alertmanager_url}/#/alerts",
+        datetime.fromisoformat(str(started_at).replace("Z", "+00:00")) if started_at else None,
+    )
     step(
         f"guarded-rollback run {guarded.name} created by the receiver",
         _link(ui, guarded.id),
@@ -231,19 +233,6 @@ def _message(run: FlowRun) -> str:
     return run.state.message or "" if run.state else ""
 
 
-def _firing(state: StackState) -> dict[str, Any] | None:
-    alerts = httpx.get(f"{state.alertmanager_url}/api/v2/alerts", timeout=5).json()
-    return next(
-        (
-            a for a in alerts
-            if a["labels"].get("alertname") == "RollbackHighErrorRate"
-            and a["labels"].get("namespace") == NAMESPACE
-            and a["status"]["state"] == "active"
-        ),
-        None,
-    )  # fmt: skip
-
-
 def _wait(check: Callable[[], T | None], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -299,9 +288,12 @@ def _wait_rolled_out(apps: client.AppsV1Api, timeout: float = 120) -> None:
     _wait(done, timeout, "rag-api to roll out")
 
 
-def _wait_error_ratio(state: StackState, done: Any, what: str, timeout: float = 90) -> float:
+def _wait_error_ratio(
+    state: StackState, done: Any, what: str, timeout: float = 90, peak: bool = False
+) -> float:
+    """The error ratio over 15 s now, or (`peak`) its highest over 5 s in the last 2 minutes."""
     _say(f"waiting for the error ratio in Prometheus to {what}")
-    query = error_ratio_expr("15s")
+    query = f"max_over_time(({error_ratio_expr('5s')})[2m:1s])" if peak else error_ratio_expr("15s")
 
     def check() -> float | None:
         body = httpx.get(f"{state.prometheus_url}/api/v1/query", params={"query": query}).json()
