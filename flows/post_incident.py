@@ -164,7 +164,10 @@ def tell_the_verdict(
             **base,
             "started": f"{started:%Y-%m-%d %H:%M:%S} UTC",
             "resolved": f"{resolved:%Y-%m-%d %H:%M:%S} UTC",
-            "duration": duration_text((resolved - started).total_seconds()),
+            # from the times as the notice shows them (whole seconds), so the three agree
+            "duration": duration_text(
+                (resolved.replace(microsecond=0) - started.replace(microsecond=0)).total_seconds()
+            ),
             "from_version": review.from_version,
             "to_version": review.to_version,
             "root_cause": "Under Investigation",

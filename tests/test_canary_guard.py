@@ -219,7 +219,8 @@ def test_a_failing_canary_beside_a_healthy_stable_is_rolled_back_on_its_own_erro
     assert result.outcome == "rolled_back"
     assert [f.trigger for f in result.verdict.fired] == [Trigger.ERROR_RATE]
     ratio = result.verdict.observation.error_ratio
-    assert ratio is not None and 0.3 < ratio < 0.7  # the canary's own, not the service's
+    # the canary's own (half of its few requests a second fail), not the service's (< 5 %)
+    assert ratio is not None and ratio > 0.3
     assert result.series == {"track": "canary", "version": canary}
     assert result.health_url == f"{phase.stack.canary_url}/health"
     assert result.rollback is not None and result.rollback.procedure == "canary_rollback"

@@ -22,10 +22,12 @@ import yaml
 from cluster import (
     REPOSITORY,
     build_history,
+    deployment_body,
     eventually,
     ready_pod_images,
     snapshot,
     use_services,
+    wait_rolled_out,
 )
 from faults import (
     Proxy,
@@ -519,7 +521,21 @@ def test_a_killed_worker_run_resubmitted_completes_with_one_undo(
     The run's lock lease runs out; the run, resubmitted on a new worker, finds its own change
     and completes without undoing again."""
     ns = staging
-    build_history(apps, ns, [GOOD, BAD])
+    # revision 1's pods become ready 3 s after they start (a KWOK stage): the undo's rollout
+    # lasts that long, so the worker dies mid-run and not after the run's report
+    slow = deployment_body(f"{REPOSITORY}:{GOOD}")
+    slow["spec"]["template"]["metadata"]["annotations"] = {"rollback-flows.dev/ready-delay": "3s"}
+    apps.create_namespaced_deployment(ns, slow)
+    wait_rolled_out(apps, ns, "rag-api", timeout=60)
+    bad = {
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "rag-api", "image": f"{REPOSITORY}:{BAD}"}]}
+            }
+        }
+    }
+    apps.patch_namespaced_deployment("rag-api", ns, bad)
+    wait_rolled_out(apps, ns, "rag-api")
     before = snapshot(apps, ns)
     submitted = run_deployment(
         "kubernetes-rollback/default",
