@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,3 +207,13 @@ def bad_release(
     forget_rollbacks(ledger_name(namespace, "rag-api"))
     with get_client(sync_client=True) as prefect, contextlib.suppress(ObjectNotFound):
         prefect.delete_global_concurrency_limit_by_name(lock_name(namespace, "rag-api"))
+
+
+@pytest.fixture
+def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is Asia/Tokyo (UTC+9) for the test."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

@@ -5,8 +5,6 @@ whatever the worker's local time zone."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,16 +25,6 @@ def breach(seconds: float, service: str, cluster: str = CLUSTER) -> Breach:
 def judge(seen: list[Breach], me: Breach) -> tuple[bool, bool, tuple[str, ...]]:
     decision = judge_blast_radius(seen, me, SERVICES_IN_CLUSTER, POLICY)
     return decision.allowed, decision.notify, decision.services
-
-
-@pytest.fixture
-def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The process's local time zone is Asia/Tokyo (UTC+9) for the test."""
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 # four services of one cluster within exactly 5 minutes: the first at the window's very start

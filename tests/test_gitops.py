@@ -19,10 +19,8 @@ import pytest
 from accounts import RBAC, RBAC_GITOPS, apply_manifest, service_account_kubeconfig
 from cluster import (
     REPOSITORY,
-    build_history,
     eventually,
     snapshot,
-    use_services,
     wait_settled,
 )
 from kubernetes import client, config
@@ -116,37 +114,27 @@ def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
 
 
 @pytest.fixture
-def owned_release(
-    apps: client.AppsV1Api, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> str:
-    """rag-api at the bad revision 2 over the good revision 1, in the test's namespace."""
-    use_services(monkeypatch, tmp_path, namespace)
-    build_history(apps, namespace, [GOOD, BAD])
-    return namespace
-
-
-@pytest.fixture
 def owner(
-    custom: client.CustomObjectsApi, apps: client.AppsV1Api, owned_release: str
+    custom: client.CustomObjectsApi, apps: client.AppsV1Api, bad_release: str
 ) -> Iterator[Any]:
     """make(kind, spec): the GitOps object, in the test's namespace, that labels rag-api its own."""
     made: list[tuple[str, str]] = []
 
     def make(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
         group, version, plural = KINDS[kind]
-        name = f"{kind.lower()}-{owned_release}"
+        name = f"{kind.lower()}-{bad_release}"
         body = {
             "apiVersion": f"{group}/{version}",
             "kind": kind,
             "metadata": {"name": name},
             "spec": spec,
         }
-        custom.create_namespaced_custom_object(group, version, owned_release, plural, body)
+        custom.create_namespaced_custom_object(group, version, bad_release, plural, body)
         made.append((kind, name))
         if kind == "Application":
             marks = {
                 "annotations": {
-                    "argocd.argoproj.io/tracking-id": f"{owned_release}_{name}:apps/Deployment:{owned_release}/rag-api"
+                    "argocd.argoproj.io/tracking-id": f"{bad_release}_{name}:apps/Deployment:{bad_release}/rag-api"
                 }
             }
         else:
@@ -154,18 +142,18 @@ def owner(
             marks = {
                 "labels": {
                     f"{tool}.toolkit.fluxcd.io/name": name,
-                    f"{tool}.toolkit.fluxcd.io/namespace": owned_release,
+                    f"{tool}.toolkit.fluxcd.io/namespace": bad_release,
                 }
             }
-        apps.patch_namespaced_deployment("rag-api", owned_release, {"metadata": marks})
-        wait_settled(apps, owned_release, "rag-api")  # the controller copies the marks
+        apps.patch_namespaced_deployment("rag-api", bad_release, {"metadata": marks})
+        wait_settled(apps, bad_release, "rag-api")  # the controller copies the marks
         return body
 
     yield make
     for kind, name in made:
         group, version, plural = KINDS[kind]
         with contextlib.suppress(ApiException):
-            custom.delete_namespaced_custom_object(group, version, owned_release, plural, name)
+            custom.delete_namespaced_custom_object(group, version, bad_release, plural, name)
 
 
 def read(custom: client.CustomObjectsApi, namespace: str, kind: str) -> dict[str, Any]:
@@ -179,9 +167,9 @@ def read(custom: client.CustomObjectsApi, namespace: str, kind: str) -> dict[str
 @pytest.mark.stack
 @pytest.mark.timeout(120)
 def test_a_self_healing_application_refuses_the_rollback_and_nothing_changes(
-    apps: client.AppsV1Api, custom: client.CustomObjectsApi, owned_release: str, owner: Any
+    apps: client.AppsV1Api, custom: client.CustomObjectsApi, bad_release: str, owner: Any
 ) -> None:
-    ns = owned_release
+    ns = bad_release
     owner("Application", SELF_HEAL)
     before, app_before = snapshot(apps, ns), read(custom, ns, "Application")
 
@@ -198,9 +186,9 @@ def test_a_self_healing_application_refuses_the_rollback_and_nothing_changes(
 @pytest.mark.stack
 @pytest.mark.timeout(120)
 def test_suspend_gitops_turns_off_self_heal_then_rolls_back(
-    apps: client.AppsV1Api, custom: client.CustomObjectsApi, owned_release: str, owner: Any
+    apps: client.AppsV1Api, custom: client.CustomObjectsApi, bad_release: str, owner: Any
 ) -> None:
-    ns = owned_release
+    ns = bad_release
     owner("Application", SELF_HEAL)
 
     report = kubernetes_rollback("rag-api", suspend_gitops=True)
@@ -220,9 +208,9 @@ def test_suspend_gitops_turns_off_self_heal_then_rolls_back(
 @pytest.mark.stack
 @pytest.mark.timeout(120)
 def test_a_flux_kustomization_is_suspended_then_the_rollback_made(
-    apps: client.AppsV1Api, custom: client.CustomObjectsApi, owned_release: str, owner: Any
+    apps: client.AppsV1Api, custom: client.CustomObjectsApi, bad_release: str, owner: Any
 ) -> None:
-    ns = owned_release
+    ns = bad_release
     owner("Kustomization", {"interval": "5m", "path": "./apps", "prune": True})
     before = snapshot(apps, ns)
     with pytest.raises(RollbackRefusedError, match="is not suspended"):
@@ -238,9 +226,9 @@ def test_a_flux_kustomization_is_suspended_then_the_rollback_made(
 @pytest.mark.stack
 @pytest.mark.timeout(120)
 def test_a_suspended_owner_does_not_stand_in_the_way(
-    apps: client.AppsV1Api, custom: client.CustomObjectsApi, owned_release: str, owner: Any
+    apps: client.AppsV1Api, custom: client.CustomObjectsApi, bad_release: str, owner: Any
 ) -> None:
-    ns = owned_release
+    ns = bad_release
     owner("HelmRelease", {"interval": "5m", "suspend": True})
     release_before = read(custom, ns, "HelmRelease")
 
@@ -258,7 +246,7 @@ def test_as_its_service_account_a_gitops_owner_needs_the_gitops_role(
     kube_api: client.ApiClient,
     apps: client.AppsV1Api,
     custom: client.CustomObjectsApi,
-    owned_release: str,
+    bad_release: str,
     owner: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -266,7 +254,7 @@ def test_as_its_service_account_a_gitops_owner_needs_the_gitops_role(
     """rbac.yaml alone cannot read the Application: the rollback stops with the 403 before it
     changes anything; with rbac-gitops.yaml in the owner's namespace it suspends the owner and
     rolls back, as the flows' ServiceAccount."""
-    ns = owned_release
+    ns = bad_release
     owner("Application", SELF_HEAL)
     apply_manifest(kube_api, RBAC, ns)
     kubeconfig = service_account_kubeconfig(local_stack, kube_api, tmp_path)

@@ -6,8 +6,6 @@ reason a verdict gives, and the table and text a person reads."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -108,16 +106,6 @@ def deployment(
 
 def by_number(spans: tuple[RevisionSpan, ...]) -> dict[int, RevisionSpan]:
     return {s.number: s for s in spans}
-
-
-@pytest.fixture
-def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The process's local time zone is Asia/Tokyo (UTC+9) for the test."""
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 # --- when each revision was current, from the cluster ----------------------------------------
