@@ -28,27 +28,44 @@ from playbook.known_good import (
 )
 from playbook.rollout import RolloutSnapshot
 from playbook.services import ServiceConfig
-from playbook.thresholds import load_decision_matrix
+from playbook.thresholds import Indicator, load_decision_matrix
 from tasks.prometheus import read_values_at, resolve_prometheus_url
 from tasks.workloads import read_revision_spans
 
 
-def _readings(cfg: ServiceConfig, span: RevisionSpan, end: datetime | None) -> tuple[Reading, ...]:
-    """The span's version's own readings of each known-good indicator (none without dates)."""
+def _queries(
+    cfg: ServiceConfig, span: RevisionSpan, end: datetime | None
+) -> list[tuple[Indicator, str, tuple[datetime, ...]]]:
+    """The span's version's own query of each known-good indicator (none without dates)."""
     matrix = load_decision_matrix()
-    url = resolve_prometheus_url(cfg.prometheus_url)
-    readings = []
+    queries = []
     if span.version and span.current_from is not None and end is not None:
         for name in KNOWN_GOOD_INDICATORS:
             indicator = matrix.indicator(name)
             plan = assessment_plan(span.current_from, end, indicator.window)
-            if plan is None:
-                continue
-            query = indicator.render(cfg.name, plan.window, {"version": span.version})
-            # one range query each, without a task run of its own: its client retries
-            values = read_values_at.fn(url, query, plan.times, matrix.prometheus)
-            readings.append(Reading(indicator, values))
-    return tuple(readings)
+            if plan is not None:
+                query = indicator.render(cfg.name, plan.window, {"version": span.version})
+                queries.append((indicator, query, plan.times))
+    return queries
+
+
+def _readings(
+    cfg: ServiceConfig, spans: list[tuple[RevisionSpan, datetime | None]]
+) -> list[tuple[Reading, ...]]:
+    """Each span's readings up to its end, every range query of them side by side."""
+    matrix = load_decision_matrix()
+    queries = [_queries(cfg, span, end) for span, end in spans]
+    jobs = [(query, times) for each in queries for _, query, times in each]
+    url = resolve_prometheus_url(cfg.prometheus_url) if spans else ""
+
+    def read(query: str, times: tuple[datetime, ...]) -> tuple[float | None, ...]:
+        # one range query, without a task run of its own: its client retries
+        return read_values_at.fn(url, query, times, matrix.prometheus)
+
+    # each query in a thread with its own copy of the run's context
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), 8))) as pool:
+        values = iter(list(pool.map(lambda job: contextvars.copy_context().run(read, *job), jobs)))
+    return [tuple(Reading(indicator, next(values)) for indicator, _, _ in each) for each in queries]
 
 
 def find_last_good(
@@ -70,13 +87,7 @@ def find_last_good(
         else read_revision_spans(cfg.namespace, cfg.deployment, cfg.container)
     )
     now = datetime.now(UTC)
-
-    def read(span: RevisionSpan) -> tuple[Reading, ...]:
-        return _readings(cfg, span, now if span.current else span.current_to)
-
-    # the revisions' range queries side by side (each its own copy of the run's context)
-    with ThreadPoolExecutor(max_workers=max(1, min(len(spans), 8))) as pool:
-        readings = list(pool.map(lambda span: contextvars.copy_context().run(read, span), spans))
+    readings = _readings(cfg, [(span, now if span.current else span.current_to) for span in spans])
     evidence = [
         judge_revision(span, found, min_current)
         for span, found in zip(spans, readings, strict=True)
@@ -138,7 +149,7 @@ def stable_is_known_good(
             return f"Stable {cfg.deployment}: no current revision found", ()
         now = datetime.now(UTC)
         evidence = judge_so_far(
-            current, _readings(cfg, current, now), timedelta(minutes=minutes), now
+            current, _readings(cfg, [(current, now)])[0], timedelta(minutes=minutes), now
         )
     except (RollbackError, InvalidInputError) as exc:
         get_run_logger().warning(

@@ -29,6 +29,7 @@ from playbook.incident import ManualReason
 from playbook.rollback_report import RollbackReport, Stopwatch
 from playbook.services import load_service
 from playbook.task_results import patch_text
+from tasks.boundary import as_is
 from tasks.kubernetes import (
     read_rollout,
     undo_deployment,
@@ -157,7 +158,7 @@ def kubernetes_rollback(
                 intent_id=None if dry_run else flow_run.get_root_flow_run_id(),
                 force=force,
                 repeat_guard_minutes=cfg.repeat_guard_minutes,
-                snapshot=snapshot,
+                snapshot=as_is(snapshot),
             )
         plan = undo.plan
         change = patch_text(list(plan.patch)) if plan.patch else None

@@ -41,7 +41,8 @@ from playbook.services import ServiceConfig
 from playbook.task_results import EventRecord, LogScan
 from playbook.thresholds import load_decision_matrix
 from tasks.audit import record_change
-from tasks.concurrency import ensure_service_lock, hold_service_lock
+from tasks.boundary import as_is
+from tasks.concurrency import hold_service_lock
 from tasks.followup import schedule_post_rollback_monitor
 from tasks.gitops import read_gitops_owner, suspend_gitops_owner
 from tasks.kubernetes import (
@@ -81,8 +82,7 @@ def one_rollback_at_a_time(
         ):
             probe_urls(cfg)  # the checklist after the change probes these
         name = lock_name(cfg.namespace, cfg.name)
-        ensure_service_lock(name)
-        with hold_service_lock(name, f"{what} of {cfg.namespace}/{cfg.name}"):
+        with hold_service_lock(name, f"{what} of {cfg.namespace}/{cfg.name}", create=True):
             yield
 
 
@@ -100,7 +100,9 @@ def keep_gitops_from_reverting(
             nothing was changed.
     """
     logger = get_run_logger()
-    state = read_gitops_owner(cfg.namespace, cfg.deployment, cfg.argocd_namespace, deployment)
+    state = read_gitops_owner(
+        cfg.namespace, cfg.deployment, cfg.argocd_namespace, as_is(deployment)
+    )
     if state is None:
         return ()
     if not state.reverts:

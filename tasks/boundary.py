@@ -4,7 +4,7 @@ Every task calls Kubernetes, Prometheus, GitHub, the registry, a webhook or the 
 through a library; what those raise (`kubernetes.client.ApiException`, urllib3's, httpx's,
 requests' and prometheus_api_client's) is translated here into the one hierarchy, so nothing
 past `tasks/` knows which library failed. Here too: Prefect's retry condition (retry only
-what is transient) and the run's logger the tasks share.
+what is transient), the run's logger the tasks share, and `as_is` for a big argument.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import httpx
 import requests
@@ -23,6 +23,7 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
+from prefect.utilities.annotations import quote
 from prometheus_api_client import PrometheusApiClientException
 
 from playbook.errors import (
@@ -204,3 +205,16 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("rollback_flows")
+
+
+T = TypeVar("T")
+
+
+def as_is(value: T) -> T:
+    """A task argument Prefect passes without visiting each element (`quote`).
+
+    Prefect walks every argument of a task call twice, looking for futures and states to
+    resolve; a Deployment and its ReplicaSets have thousands of elements, which cost a run
+    tens of milliseconds per call. The task receives the value itself.
+    """
+    return cast(T, quote(value))

@@ -85,12 +85,16 @@ _HELD: ContextVar[frozenset[str]] = ContextVar("rollback_flows_held_locks", defa
 
 
 @contextlib.contextmanager
-def hold_service_lock(name: str, what: str) -> Iterator[None]:
+def hold_service_lock(name: str, what: str, create: bool = False) -> Iterator[None]:
     """Hold the service's lock for the block, or refuse at once if someone else holds it.
+
+    With `create`, a lock that does not exist yet is created (`ensure_service_lock`) and
+    taken; the first try goes straight to taking it, so a lock that exists costs one call.
 
     Raises:
         RollbackRefusedError: the lock is held (another rollback of the service runs).
-        PermanentError: the limit does not exist (strict), or the API refused.
+        PermanentError: the limit does not exist (strict, without `create`), or the API
+            refused.
     """
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 
@@ -98,27 +102,32 @@ def hold_service_lock(name: str, what: str) -> Iterator[None]:
         yield  # a rollback flow run inside a guarded one: the lock is already ours
         return
     with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(
-                concurrency(
-                    name,
-                    occupy=1,
-                    strict=True,
-                    max_retries=0,
-                    timeout_seconds=ACQUIRE_TIMEOUT_SECONDS,
-                    lease_duration=LEASE_SECONDS,
+        for first in (True, False):
+            try:
+                stack.enter_context(
+                    concurrency(
+                        name,
+                        occupy=1,
+                        strict=True,
+                        max_retries=0,
+                        timeout_seconds=ACQUIRE_TIMEOUT_SECONDS,
+                        lease_duration=LEASE_SECONDS,
+                    )
                 )
-            )
-        except ConcurrencySlotAcquisitionError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423:
-                raise RollbackRefusedError(
-                    f"{what} refused: another rollback of this service is in progress "
-                    f"(it holds the concurrency limit {name!r}); nothing was changed. "
-                    "Wait for that run to finish, or cancel it, and start again."
-                ) from None
-            with translating(f"take the concurrency limit {name}"):
-                raise
+                break
+            except ConcurrencySlotAcquisitionError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423:
+                    raise RollbackRefusedError(
+                        f"{what} refused: another rollback of this service is in progress "
+                        f"(it holds the concurrency limit {name!r}); nothing was changed. "
+                        "Wait for that run to finish, or cancel it, and start again."
+                    ) from None
+                if create and first and cause is None:  # no such limit (strict): create it
+                    ensure_service_lock(name)
+                    continue
+                with translating(f"take the concurrency limit {name}"):
+                    raise
         token = _HELD.set(_HELD.get() | {name})
         try:
             yield

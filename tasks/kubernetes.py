@@ -9,12 +9,13 @@ at this boundary, and only transient ones are retried.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -577,46 +578,56 @@ def wait_for_rollout(namespace: str, name: str, timeout_seconds: float) -> Rollo
     last_message = ""
     while True:
         try:
-            deployment = get_deployment(namespace, name)
+            read = get_deployment(namespace, name)
         except TransientError as exc:
             if time.monotonic() > deadline:
                 raise
             run_logger().warning("reading the rollout failed, retrying: %s", exc)
             time.sleep(1.0)
             continue
-        status = rollout_status(deployment)
-        progress.update(status)
-        if status.message != last_message:
-            run_logger().info(status.message)
-            last_message = status.message
-        if status.complete:
-            return status
-        if status.failed:
-            raise RolloutFailedError(f"{status.message}; pods: {_waiting(namespace, status)}")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise RolloutFailedError(
-                f"Deployment {namespace}/{name} did not finish rolling out within "
-                f"{timeout_seconds:.0f}s ({status.message}); pods: {_waiting(namespace, status)}"
-            )
-        _watch_until_changed(apps, namespace, name, deployment, remaining)
+        with contextlib.closing(_changes(apps, namespace, name, read, deadline)) as changes:
+            for deployment in itertools.chain([read], changes):
+                status = rollout_status(deployment)
+                progress.update(status)
+                if status.message != last_message:
+                    run_logger().info(status.message)
+                    last_message = status.message
+                if status.complete:
+                    return status
+                if status.failed:
+                    raise RolloutFailedError(
+                        f"{status.message}; pods: {_waiting(namespace, status)}"
+                    )
+                if deadline - time.monotonic() <= 0:
+                    raise RolloutFailedError(
+                        f"Deployment {namespace}/{name} did not finish rolling out within "
+                        f"{timeout_seconds:.0f}s ({status.message}); "
+                        f"pods: {_waiting(namespace, status)}"
+                    )
+        # the watch ended (its timeout, a gap in history, a dropped connection): read again
 
 
-def _watch_until_changed(
-    apps: client.AppsV1Api, namespace: str, name: str, deployment: dict[str, Any], remaining: float
-) -> None:
-    """Block until the Deployment changes, the watch ends, or `remaining` seconds pass."""
+def _changes(
+    apps: client.AppsV1Api, namespace: str, name: str, deployment: dict[str, Any], deadline: float
+) -> Generator[dict[str, Any], None, None]:
+    """The Deployment as each change after `deployment` left it, from a watch (the event's own
+    object: no read per change), until the watch ends, the Deployment is deleted or the
+    deadline passes."""
+    remaining = deadline - time.monotonic()
     w = watch.Watch()
     try:
-        for _ in w.stream(
+        for event in w.stream(
             apps.list_namespaced_deployment,
             namespace,
             field_selector=f"metadata.name={name}",
             resource_version=deployment["metadata"]["resourceVersion"],
             timeout_seconds=max(1, min(int(remaining) + 1, 60)),
-            _request_timeout=(REQUEST_TIMEOUT[0], min(remaining, 60.0) + 5.0),
+            _request_timeout=(REQUEST_TIMEOUT[0], min(max(remaining, 0.0), 60.0) + 5.0),
+            deserialize=False,
         ):
-            return
+            if event.get("type") not in ("ADDED", "MODIFIED"):
+                return  # DELETED, or an ERROR the client passes on: read again
+            yield event["raw_object"]
     except ApiException as exc:
         if exc.status != 410:  # 410 Gone: the resourceVersion is too old; re-read
             err = translate_error(exc, f"watch Deployment {namespace}/{name}")
