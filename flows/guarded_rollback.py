@@ -44,12 +44,13 @@ from playbook.guard import (
 from playbook.incident import StartedBy
 from playbook.names import ledger_name
 from playbook.notices import Cause
-from playbook.provenance import judge_alert_age
+from playbook.provenance import judge_alert_age, rollout_origin
 from playbook.rollback_report import RollbackReport
+from playbook.rollout import RolloutSnapshot
 from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import Indicator, load_decision_matrix
 from tasks.concurrency import read_rollback_ledger, record_automatic_rollback
-from tasks.kubernetes import read_rollout_origin
+from tasks.kubernetes import read_rollout
 from tasks.prometheus import read_value, resolve_prometheus_url
 
 Procedure = Literal["kubernetes_rollback", "canary_rollback"]
@@ -223,9 +224,16 @@ def guarded_rollback(
             blast = check_blast_radius(cfg, blast_radius, trigger)
             if not blast.allowed:
                 return stopped("blast_radius", blast.message)
-        if alert_started_at is not None and procedure == "kubernetes_rollback":
+        snapshot = (  # one read of the cluster for the alert's age and the known-good table
+            read_rollout(ns, cfg.deployment)
+            if procedure == "kubernetes_rollback"
+            and (alert_started_at is not None or target == "last-good")
+            else None
+        )
+        if alert_started_at is not None and snapshot is not None:
             refusal = check_the_alert(
                 cfg,
+                snapshot,
                 alert_started_at,
                 measured if recheck else None,
                 measured,
@@ -239,7 +247,7 @@ def guarded_rollback(
         if procedure == "kubernetes_rollback" and target == "last-good":
             minutes = known_good_minutes or cfg.known_good_minutes
             try:
-                known = find_last_good(cfg, minutes)
+                known = find_last_good(cfg, minutes, snapshot)
                 why, evidence = f"not rolled back: {known.message}", known.to_text()
             except RollbackError as exc:
                 known, evidence = None, ""
@@ -312,6 +320,7 @@ class Refusal:
 
 def check_the_alert(
     cfg: ServiceConfig,
+    snapshot: RolloutSnapshot,
     alert_started_at: datetime,
     recheck: Indicator | None,
     indicator: Indicator | None,
@@ -319,15 +328,15 @@ def check_the_alert(
 ) -> Refusal | None:
     """Whether the alert is about the revision that runs now, still holds, and is its doing.
 
-    From the cluster: an alert that started before the current revision became current is
-    stale. From Prometheus: `recheck` measured over the current revision's lifetime only must
-    still be critical; and the release must be the cause: recent (`max_release_age`), with
+    From the cluster (`snapshot`, read after the lock was taken): an alert that started before
+    the current revision became current is stale. From Prometheus: `recheck` measured over the
+    current revision's lifetime only must still be critical; and the release must be the cause: recent (`max_release_age`), with
     `indicator` not critical over the previous revision's last stretch (never reaching back
     past when that revision became current: a bad version rolled back minutes before does not
     count against it). None when the rollback may go on.
     """
     logger = get_run_logger()
-    origin = read_rollout_origin(cfg.namespace, cfg.deployment)
+    origin = rollout_origin(snapshot.deployment, snapshot.replicasets)
     age = judge_alert_age(origin, alert_started_at)
     if age.stale or origin.since is None:
         return Refusal("stale", age.message, notify=False)

@@ -7,10 +7,12 @@ and P99 over that time (Prometheus) → judge each revision and choose (`playboo
 from __future__ import annotations
 
 import contextvars
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 
 from playbook.errors import InvalidInputError, RollbackError
 from playbook.known_good import (
@@ -80,6 +82,11 @@ def find_last_good(
         InvalidInputError: no Prometheus URL, or a matrix query that cannot select a version.
         RollbackError: the cluster or Prometheus could not be read.
     """
+    key = _judged_key(cfg, min_current_minutes, snapshot)
+    judged = _JUDGED.get(key) if key else None
+    if judged is not None and time.monotonic() - judged[0] <= JUDGED_TTL_SECONDS:
+        get_run_logger().info("%s (as judged seconds ago in this run)", judged[1].message)
+        return judged[1]
     min_current = timedelta(minutes=min_current_minutes)
     spans = (
         revision_spans(snapshot.deployment, snapshot.replicasets, cfg.container)
@@ -94,7 +101,43 @@ def find_last_good(
     ]
     choice = choose_last_good(evidence, min_current)
     get_run_logger().info("%s\n%s", choice.message, choice.to_text())
+    if key:
+        now_s = time.monotonic()
+        for old, (at, _) in list(_JUDGED.items()):  # only the judgements still fresh are kept
+            if now_s - at > JUDGED_TTL_SECONDS:
+                _JUDGED.pop(old, None)
+        _JUDGED[key] = (now_s, choice)
     return choice
+
+
+JUDGED_TTL_SECONDS = 30.0
+"""How long a run's judgement of the revisions serves its own next look at the same ones."""
+_JUDGED: dict[tuple[object, ...], tuple[float, KnownGoodChoice]] = {}
+
+
+def _judged_key(
+    cfg: ServiceConfig, minutes: float, snapshot: RolloutSnapshot | None
+) -> tuple[object, ...] | None:
+    """Which judgement a look at the revisions may reuse: the same root flow run (a guarded
+    rollback and the procedure it runs), the same service and rule, and a snapshot whose
+    Deployment and ReplicaSets have the same resourceVersions (the cluster unchanged since:
+    its truth is read again every time, only Prometheus's evidence seconds old is reused)."""
+    root = flow_run.get_root_flow_run_id()
+    if snapshot is None or not root:
+        return None
+    versions = tuple(
+        str((obj.get("metadata") or {}).get("resourceVersion", ""))
+        for obj in (snapshot.deployment, *snapshot.replicasets)
+    )
+    return (
+        root,
+        cfg.namespace,
+        cfg.deployment,
+        cfg.container,
+        cfg.prometheus_url,
+        minutes,
+        versions,
+    )
 
 
 def read_known_good(

@@ -17,6 +17,7 @@ from flows.approval import approve_the_plan
 from flows.known_good import read_known_good, target_is_known_good
 from flows.notices import current_trigger, started_by
 from flows.rollback_steps import (
+    Background,
     Settled,
     container_version,
     keep_gitops_from_reverting,
@@ -134,18 +135,21 @@ def kubernetes_rollback(
             "; ".join(f"{r.number}: {dict(r.images).get(cfg.container)}" for r in history),
         )
 
-        with watch.step("find the last known-good revision"):
-            minutes = known_good_minutes or cfg.known_good_minutes
-            known, unknown_why = read_known_good(
-                cfg, minutes, required=target != "previous", snapshot=snapshot
-            )
+        minutes = known_good_minutes or cfg.known_good_minutes
         if target == "last-good":
+            with watch.step("find the last known-good revision"):
+                known, unknown_why = read_known_good(cfg, minutes, required=True, snapshot=snapshot)
             if known is None or known.target is None:
                 raise RollbackRefusedError(
                     f"not rolled back: {known.message if known else unknown_why}"
                 )
             to_revision = known.target.span.number
             logger.info("%s: rolling back to it", known.message)
+        else:  # only the report's: read from Prometheus while the undo goes on
+            known_good = Background(
+                lambda: read_known_good(cfg, minutes, required=False, snapshot=snapshot),
+                lambda exc: (None, f"could not tell which revision is known good: {exc}"),
+            )
 
         with watch.step("check GitOps owner"):
             gitops = keep_gitops_from_reverting(cfg, suspend_gitops, dry_run, snapshot.deployment)
@@ -161,6 +165,9 @@ def kubernetes_rollback(
                 snapshot=as_is(snapshot),
             )
         plan = undo.plan
+        if target != "last-good":
+            with watch.step("find the last known-good revision"):
+                known, unknown_why = known_good.result()
         change = patch_text(list(plan.patch)) if plan.patch else None
         report = RollbackReport(
             flow="kubernetes_rollback",

@@ -10,11 +10,13 @@ a dry run ends in `publish_dry_run`).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
@@ -84,6 +86,28 @@ def one_rollback_at_a_time(
         name = lock_name(cfg.namespace, cfg.name)
         with hold_service_lock(name, f"{what} of {cfg.namespace}/{cfg.name}", create=True):
             yield
+
+
+T = TypeVar("T")
+
+
+class Background(Generic[T]):
+    """A read that goes on beside the flow's next steps: a thread with a copy of the run's
+    context (its logger, its task runs). `result()` waits for it; a failure of it becomes
+    `on_error`'s value, so a read the report only shows never fails the change."""
+
+    def __init__(self, read: Callable[[], T], on_error: Callable[[Exception], T]) -> None:
+        self._on_error = on_error
+        pool = ThreadPoolExecutor(max_workers=1)
+        self._future = pool.submit(contextvars.copy_context().run, read)
+        pool.shutdown(wait=False)
+
+    def result(self) -> T:
+        try:
+            return self._future.result()
+        except Exception as exc:
+            get_run_logger().warning("%s", self._on_error(exc))
+            return self._on_error(exc)
 
 
 def keep_gitops_from_reverting(
@@ -188,10 +212,10 @@ def verify_pods(
     logger = get_run_logger()
     selector = status.label_selector
     pods = list_pods(status.namespace, selector)  # listed once: the events and logs are theirs
-    events = read_recent_events(
+    events_read = read_recent_events.submit(  # the two reads side by side
         status.namespace, status.name, selector, pods=tuple(p.name for p in pods)
     )
-    logs = read_error_logs(
+    logs_read = read_error_logs.submit(
         status.namespace,
         selector,
         service.container,
@@ -199,6 +223,7 @@ def verify_pods(
         service.logs.tail_lines,
         pods=tuple(p.name for p in pods if not p.deleting),
     )
+    events, logs = events_read.result(), logs_read.result()
     for event in events:
         if event.type == "Warning":
             logger.warning("event %s %s: %s", event.object, event.reason, event.message)

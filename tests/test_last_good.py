@@ -26,11 +26,22 @@ from cluster import (
 )
 from flow_runs import read_flow_run_id
 from kubernetes import client
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 
 from flows.guarded_rollback import guarded_rollback
 from flows.image_rollback import image_rollback
+from flows.known_good import _judged_key
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.names import ledger_name, target_tag
+from playbook.rollout import RolloutSnapshot
+from playbook.services import load_service
 from receiver.config import load_config
 from stack.local import StackState
 from stack.sink import WebhookSink
@@ -162,6 +173,27 @@ def test_an_alert_rolls_back_to_the_last_known_good_revision_not_the_previous(
         3: f"{REPOSITORY}:{SLOW}",
         4: f"{REPOSITORY}:{GOOD}",
     }
+    # the revisions were judged once: the procedure's run reused the guarded run's judgement
+    # of the same, unchanged ReplicaSets instead of asking Prometheus again
+    guarded_logs, procedure_logs = logs_of(run.id), logs_of(*child_runs(run.id))
+    assert "the last known-good revision is revision 1 (v1.2.3)" in guarded_logs, guarded_logs
+    assert procedure_logs.count("(as judged seconds ago in this run)") == 1, procedure_logs
+
+
+def child_runs(parent: uuid.UUID) -> list[uuid.UUID]:
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])
+            )
+        )
+    return [r.id for r in runs]
+
+
+def logs_of(*runs: uuid.UUID) -> str:
+    with get_client(sync_client=True) as prefect:
+        logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
+    return "\n".join(log.message for log in logs)
 
 
 @pytest.mark.timeout(90)
@@ -202,3 +234,32 @@ def test_without_a_known_good_revision_the_alert_changes_nothing_and_tells_a_per
     assert "no earlier revision is known to be good" in text
     assert f"- 1 {first}, " in text and "error rate no data, P99 no data → unknown" in text
     assert f"- 2 {second}, " in text and "→ current" in text
+
+
+def test_a_judgement_serves_only_its_own_run_and_an_unchanged_cluster(
+    local_stack: StackState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_services(monkeypatch, tmp_path, "judged")
+    cfg = load_service("rag-api")
+
+    def read_at(deployment_version: str) -> RolloutSnapshot:
+        return RolloutSnapshot(
+            {"metadata": {"resourceVersion": deployment_version}},
+            ({"metadata": {"resourceVersion": "7"}},),
+        )
+
+    @flow
+    def keys() -> list[object]:
+        return [
+            _judged_key(cfg, 30, read_at("5")),
+            _judged_key(cfg, 30, read_at("5")),
+            _judged_key(cfg, 30, read_at("6")),  # the Deployment changed since
+            _judged_key(cfg, 10, read_at("5")),  # another rule
+            _judged_key(cfg, 30, None),  # no snapshot: nothing to compare
+        ]
+
+    first, again = keys(), keys()
+    assert first[0] is not None and first[0] == first[1]
+    assert first[2] != first[0] and first[3] != first[0] and first[4] is None
+    assert again[0] != first[0]  # another run judges afresh
+    assert _judged_key(cfg, 30, read_at("5")) is None  # outside a run
