@@ -627,7 +627,7 @@ def _changes(
         ):
             if event.get("type") not in ("ADDED", "MODIFIED"):
                 return  # DELETED, or an ERROR the client passes on: read again
-            yield event["raw_object"]
+            yield event["object"]  # JSON as served: not deserialized into a model
     except ApiException as exc:
         if exc.status != 410:  # 410 Gone: the resourceVersion is too old; re-read
             err = translate_error(exc, f"watch Deployment {namespace}/{name}")

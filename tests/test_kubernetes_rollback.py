@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cluster import REPOSITORY, build_history, ready_pod_images, snapshot, use_services
 from kubernetes import client
 
+import tasks.kubernetes
 from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.errors import InvalidInputError, RevisionNotFoundError
 from tasks.kubernetes import read_rollout, undo_deployment
@@ -144,3 +146,26 @@ def test_a_change_after_the_flows_read_is_not_overwritten_by_its_plan(
         3: f"{REPOSITORY}:{WORSE}",
         4: f"{REPOSITORY}:{BAD}",
     }
+
+
+def test_the_rollout_wait_follows_the_watch_without_a_read_per_change(
+    apps: client.AppsV1Api, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_history(apps, namespace, [GOOD, BAD])
+    reads: list[str] = []
+    real_read = tasks.kubernetes.get_deployment
+
+    def counted(ns: str, name: str) -> dict[str, Any]:
+        reads.append(name)
+        return real_read(ns, name)
+
+    monkeypatch.setattr(tasks.kubernetes, "get_deployment", counted)
+    container = {"name": "rag-api", "image": f"{REPOSITORY}:{GOOD}"}
+    body = {"spec": {"template": {"spec": {"containers": [container]}}}}
+    apps.patch_namespaced_deployment("rag-api", namespace, body)
+    status = tasks.kubernetes.wait_for_rollout.fn(namespace, "rag-api", 60)
+    assert status.complete and status.updated_replicas == status.desired_replicas == 3
+    # one read, then the watch's own objects for every step of the rollout (a broken watch
+    # would read again after each change or pause)
+    assert reads == ["rag-api"]
+    assert snapshot(apps, namespace).image == f"{REPOSITORY}:{GOOD}"
