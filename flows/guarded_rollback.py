@@ -330,10 +330,11 @@ def check_the_alert(
 
     From the cluster (`snapshot`, read after the lock was taken): an alert that started before
     the current revision became current is stale. From Prometheus: `recheck` measured over the
-    current revision's lifetime only must still be critical; and the release must be the cause: recent (`max_release_age`), with
-    `indicator` not critical over the previous revision's last stretch (never reaching back
-    past when that revision became current: a bad version rolled back minutes before does not
-    count against it). None when the rollback may go on.
+    current revision's lifetime only must still be critical; and the release must be the
+    cause: recent (`max_release_age`), with `indicator` not critical over the previous
+    revision's last stretch (never reaching back past when that revision became current: a
+    bad version rolled back minutes before does not count against it). None when the rollback
+    may go on.
     """
     logger = get_run_logger()
     origin = rollout_origin(snapshot.deployment, snapshot.replicasets)

@@ -106,8 +106,9 @@ class Background(Generic[T]):
         try:
             return self._future.result()
         except Exception as exc:
-            get_run_logger().warning("%s", self._on_error(exc))
-            return self._on_error(exc)
+            instead = self._on_error(exc)
+            get_run_logger().warning("%s", instead)
+            return instead
 
 
 def keep_gitops_from_reverting(

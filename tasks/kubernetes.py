@@ -49,7 +49,6 @@ from playbook.provenance import (
     FIELD_MANAGER,
     ROLLBACK_MARK_ANNOTATION,
     RollbackMark,
-    RolloutOrigin,
     check_repeat,
     rollout_origin,
 )
@@ -295,13 +294,6 @@ def read_rollout(namespace: str, name: str) -> RolloutSnapshot:
     """Read a Deployment and its ReplicaSets once: its status, revisions, owner and undo
     plan all come from this read (`kubectl get deploy,rs`)."""
     return _snapshot(namespace, name)
-
-
-@kubernetes_api_task
-def read_rollout_origin(namespace: str, name: str) -> RolloutOrigin:
-    """When the Deployment's current revision became current, and who made it so."""
-    deployment = get_deployment(namespace, name)
-    return rollout_origin(deployment, get_replicasets(namespace, deployment))
 
 
 @kubernetes_api_task

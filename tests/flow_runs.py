@@ -1,4 +1,4 @@
-"""Read a flow run's final state and its artifacts back from the Prefect API."""
+"""Read a flow run's final state, artifacts, logs and subflow runs back from the Prefect API."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.states import State
 
@@ -56,3 +63,21 @@ def read_flow_run_id(run_id: UUID) -> FlowRunRecord:
         )
     assert run.state is not None
     return FlowRunRecord(run.state.type.value, list(artifacts))
+
+
+def logs_of(*run_ids: UUID) -> str:
+    """Every log line of the flow runs (and their task runs) as the Prefect server stored them."""
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
+    return "\n".join(log.message for log in logs)
+
+
+def child_run_ids(parent: UUID) -> list[UUID]:
+    """The subflow runs of flow run `parent`."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])
+            )
+        )
+    return [run.id for run in runs]

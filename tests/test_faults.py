@@ -44,7 +44,7 @@ from faults import (
     wait_for_mark,
     webhook_down,
 )
-from flow_runs import flow_run_id, read_flow_run
+from flow_runs import flow_run_id, logs_of, read_flow_run
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prefect.client.orchestration import get_client
@@ -53,8 +53,6 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterId,
-    LogFilter,
-    LogFilterFlowRunId,
 )
 from prefect.deployments import run_deployment
 from prefect.states import Scheduled, State
@@ -171,11 +169,7 @@ def patch_refused(apps: client.AppsV1Api, namespace: str) -> bool:
 
 def run_logs(state: State[Any]) -> str:
     """Every log line of a flow run (and its task runs) as the Prefect server stored them."""
-    with get_client(sync_client=True) as prefect:
-        logs = prefect.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id(state)]))
-        )
-    return "\n".join(log.message for log in logs)
+    return logs_of(flow_run_id(state))
 
 
 def assert_one_undo(apps: client.AppsV1Api, namespace: str, generation_before: int) -> None:

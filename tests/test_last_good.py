@@ -24,16 +24,9 @@ from cluster import (
     wait_rolled_out,
     wait_settled,
 )
-from flow_runs import read_flow_run_id
+from flow_runs import child_run_ids, logs_of, read_flow_run_id
 from kubernetes import client
 from prefect import flow
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterParentFlowRunId,
-    LogFilter,
-    LogFilterFlowRunId,
-)
 
 from flows.guarded_rollback import guarded_rollback
 from flows.image_rollback import image_rollback
@@ -175,25 +168,9 @@ def test_an_alert_rolls_back_to_the_last_known_good_revision_not_the_previous(
     }
     # the revisions were judged once: the procedure's run reused the guarded run's judgement
     # of the same, unchanged ReplicaSets instead of asking Prometheus again
-    guarded_logs, procedure_logs = logs_of(run.id), logs_of(*child_runs(run.id))
+    guarded_logs, procedure_logs = logs_of(run.id), logs_of(*child_run_ids(run.id))
     assert "the last known-good revision is revision 1 (v1.2.3)" in guarded_logs, guarded_logs
     assert procedure_logs.count("(as judged seconds ago in this run)") == 1, procedure_logs
-
-
-def child_runs(parent: uuid.UUID) -> list[uuid.UUID]:
-    with get_client(sync_client=True) as prefect:
-        runs = prefect.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])
-            )
-        )
-    return [r.id for r in runs]
-
-
-def logs_of(*runs: uuid.UUID) -> str:
-    with get_client(sync_client=True) as prefect:
-        logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
-    return "\n".join(log.message for log in logs)
 
 
 @pytest.mark.timeout(90)

@@ -16,9 +16,9 @@ from uuid import UUID
 
 import pytest
 from cluster import REPOSITORY, build_history, eventually, snapshot, use_services
+from flow_runs import logs_of
 from kubernetes import client
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling
@@ -118,10 +118,8 @@ def test_a_rollback_on_the_warm_worker_completes_with_one_undo(
     assert after.generation == before.generation + 1
     # the child's last logs reach the server before it exits (a forked child leaves by
     # os._exit, so it drains Prefect's log service itself)
-    with get_client(sync_client=True) as prefect:
-        logs = prefect.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
-    messages = [log.message for log in logs]
-    assert any("Finished in state Completed" in m for m in messages), messages[-5:]
+    logs = logs_of(run_id)
+    assert "Finished in state Completed" in logs, logs[-500:]
 
 
 def test_a_run_is_a_child_of_the_fork_server_and_a_cancelled_one_ends_cancelled(
