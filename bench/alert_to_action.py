@@ -24,6 +24,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -68,9 +69,37 @@ def patched_at(apps: client.AppsV1Api, namespace: str, ready: threading.Event) -
     return seen
 
 
+def print_timeline(run_id: UUID, sent: float, patched: float) -> None:
+    """One round as it happened: each state and log line of the run and its subflows, in
+    seconds after the webhook was sent."""
+    from flow_runs import child_run_ids
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    lines = [(patched, "(bench) the Deployment's patch seen by a watch")]
+    runs = [run_id, *child_run_ids(run_id)]
+    with get_client(sync_client=True) as c:
+        for each in runs:
+            name = c.read_flow_run(each).name
+            lines += [
+                (s.timestamp.timestamp(), f"[{name}] state {s.name}")
+                for s in c.read_flow_run_states(each)
+            ]
+        logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
+        lines += [(log.timestamp.timestamp(), f"  {log.message[:110]}") for log in logs]
+    print(f"timeline of the last round (flow run {run_id}), seconds after the webhook:")
+    for at, what in sorted(lines):
+        print(f"  {at - sent:7.3f}  {what}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print the last round's states and logs (its own and its subflows') from the webhook",
+    )
     args = parser.parse_args()
 
     with measured_stack("alert") as kind:
@@ -90,7 +119,7 @@ def main() -> None:
             if exc.status != 409:
                 raise
         began = datetime.now(UTC)
-        totals, to_run, to_start = [], [], []
+        totals, to_run, to_pending, to_start = [], [], [], []
         build_history(apps, NAMESPACE, ["v1.0.0"])  # refused if staging has a rag-api
         try:
             token = save_token("alert-receiver-token-bench")
@@ -123,15 +152,25 @@ def main() -> None:
                     assert run.state is not None and run.state.is_completed(), run.state
                     with get_client(sync_client=True) as c:
                         start = c.read_flow_run(run.id).start_time
+                        pending = [
+                            s.timestamp
+                            for s in c.read_flow_run_states(run.id)
+                            if s.type.value == "PENDING"
+                        ]
                     if round_ == 0:
                         continue  # warm-up
                     totals.append(result[0] - sent)
+                    last = (run.id, sent, result[0])
                     to_run.append(answered - sent)
                     if start is not None:
                         to_start.append(start.timestamp() - sent)
+                    if pending:
+                        to_pending.append(pending[0].timestamp() - sent)
                     print(f"round {round_}: {totals[-1]:.3f} s", file=sys.stderr)
             follow_ups = follow_ups_since(began)
             print(environment(kind))
+            if args.timeline:
+                print_timeline(*last)
         finally:
             apps.delete_namespaced_deployment("rag-api", NAMESPACE)
             forget_rollbacks(ledger_name(NAMESPACE, "rag-api"))
@@ -144,7 +183,8 @@ def main() -> None:
     )
     print(
         f"  of which: receiver answered (flow run created) median "
-        f"{statistics.median(to_run) * 1000:.0f} ms; flow run started by the worker median "
+        f"{statistics.median(to_run) * 1000:.0f} ms; picked up by the worker (Pending) median "
+        f"{statistics.median(to_pending):.3f} s; flow run started (Running) median "
         f"{statistics.median(to_start):.3f} s; undo patch median "
         f"{statistics.median(totals) - statistics.median(to_start):.3f} s after the run started"
     )

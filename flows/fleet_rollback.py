@@ -11,7 +11,6 @@ at the end, naming them.
 from __future__ import annotations
 
 import contextvars
-import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -88,36 +87,12 @@ def _row(cfg: ServiceConfig, call: Callable[[], RollbackReport]) -> FleetRow:
     )
 
 
-class _NoThreadTimeoutNote(logging.Filter):
-    """Drops Prefect's note, on every task of a subflow run in a thread, that a task's
-    timeout cannot interrupt a blocking call there: every Kubernetes and Prometheus call of
-    the tasks has its own request timeout, the task's is only a backstop, and a warning on
-    every step of fifty rollbacks would hide the ones that matter."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "running in a worker thread" not in str(record.msg)
-
-
 def _each(
     targets: tuple[ServiceConfig, ...],
     max_parallel: int,
     rollback: Callable[[ServiceConfig], RollbackReport],
 ) -> tuple[FleetRow, ...]:
     """`rollback` of every target, `max_parallel` at once, in their order."""
-    note = _NoThreadTimeoutNote()
-    task_runs = logging.getLogger("prefect.task_runs")
-    task_runs.addFilter(note)
-    try:
-        return _in_threads(targets, max_parallel, rollback)
-    finally:
-        task_runs.removeFilter(note)
-
-
-def _in_threads(
-    targets: tuple[ServiceConfig, ...],
-    max_parallel: int,
-    rollback: Callable[[ServiceConfig], RollbackReport],
-) -> tuple[FleetRow, ...]:
     with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fleet") as pool:
         futures = [
             # each subflow runs in its own copy of this run's context: it is a child of it

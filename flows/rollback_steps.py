@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,19 @@ from tasks.kubernetes import (
 )
 from tasks.prefect_runs import run_link
 from tasks.probes import probe_urls
+
+
+class _NoThreadTimeoutNote(logging.Filter):
+    """Drops Prefect's note, on every task run in a thread (the reads side by side, each
+    service of a fleet), that a task's timeout cannot interrupt a blocking call there: every
+    Kubernetes and Prometheus call of the tasks has its own request timeout, the task's is
+    only a backstop, and the note on every such step would bury the warnings that matter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "running in a worker thread" not in str(record.msg)
+
+
+logging.getLogger("prefect.task_runs").addFilter(_NoThreadTimeoutNote())
 
 
 @contextlib.contextmanager

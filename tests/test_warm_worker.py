@@ -7,25 +7,30 @@ of the fork server, not a fresh interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from cluster import REPOSITORY, build_history, eventually, snapshot, use_services
 from flow_runs import logs_of
 from kubernetes import client
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 
 from playbook.services import SERVICES_ENV
 from stack.local import StackState
-from stack.prefect_worker import WORK_POOL, WORKER_TYPE
+from stack.prefect_worker import WORK_POOL, WORKER_TYPE, start_worker
+from stack.processes import stop
+from warm_worker.worker import PRELOAD_ENV, WarmProcessWorker
 
 pytestmark = pytest.mark.stack
 
@@ -120,6 +125,12 @@ def test_a_rollback_on_the_warm_worker_completes_with_one_undo(
     # os._exit, so it drains Prefect's log service itself)
     logs = logs_of(run_id)
     assert "Finished in state Completed" in logs, logs[-500:]
+    # the flow came from the fork server's import of the pull step's very file
+    assert "already imported by the worker's fork server" in logs
+    assert "Running 1 deployment pull step" not in logs
+    # the pods' events and logs are read side by side without Prefect's note on each
+    assert "pod(s) running and ready" in logs
+    assert "running in a worker thread" not in logs
 
 
 def test_a_run_is_a_child_of_the_fork_server_and_a_cancelled_one_ends_cancelled(
@@ -176,6 +187,88 @@ def test_two_rollbacks_of_one_service_at_once_make_one_undo(
     # one rolled back; the other was refused, by the lock while the first held it or, after
     # it, by the repeat guard (undoing again would restore the version just removed)
     assert states == ["COMPLETED", "FAILED"], [(r.state.type, r.state.message) for r in ended]
+
+
+HELLO = """
+from prefect import flow, get_run_logger
+from hello_flows.words import WORD
+
+@flow(name="warm-hello")
+def hello() -> str:
+    get_run_logger().info("the word is %s", WORD)
+    return WORD
+"""
+
+
+def test_code_changed_on_disk_runs_as_it_is_now_not_as_the_fork_server_imported_it(
+    local_stack: StackState, tmp_path: Path
+) -> None:
+    """A worker of its own preloads a project of the test's; one of its modules then changes
+    on disk (an SRE pulled a fix). The next run is the new code, in a fresh process, and says
+    why it did not start warm."""
+    project = tmp_path / "project"
+    (project / "hello_flows").mkdir(parents=True)
+    (project / "hello_flows" / "__init__.py").write_text("")
+    (project / "hello_flows" / "hello.py").write_text(HELLO)
+    words = project / "hello_flows" / "words.py"
+    words.write_text("WORD = 'first'\n")
+    pool = f"warm-{uuid4().hex[:8]}"
+    assert local_stack.prefect_api_url is not None
+    with get_client(sync_client=True) as prefect:
+        prefect.create_work_pool(
+            WorkPoolCreate(
+                name=pool,
+                type=WORKER_TYPE,
+                base_job_template=WarmProcessWorker.get_default_base_job_template(),
+            )
+        )
+        flow_id = prefect.create_flow_from_name("warm-hello")
+        deployment = prefect.create_deployment(
+            flow_id,
+            pool,
+            work_pool_name=pool,
+            entrypoint="hello_flows/hello.py:hello",
+            pull_steps=[
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(project)}}
+            ],
+        )
+    pid = start_worker(
+        local_stack.prefect_api_url,
+        Path(local_stack.kubeconfig).parent / "prefect",
+        {
+            PRELOAD_ENV: "hello_flows.hello",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.getenv("PYTHONPATH")])),
+        },
+        tmp_path / "worker.log",
+        pool=pool,
+        name=pool,
+    )
+    try:
+
+        def run_once() -> tuple[FlowRun, str]:
+            run: FlowRun = run_deployment(deployment, timeout=0, _sync=True)  # type: ignore[call-arg, assignment]
+            ended = eventually(lambda: final(run.id), 120, "the hello run's end")
+            assert ended.state.type == StateType.COMPLETED, ended.state
+            return ended, logs_of(run.id)
+
+        _, warm = run_once()
+        assert "the word is first" in warm
+        assert "already imported by the worker's fork server" in warm
+
+        words.write_text("WORD = 'second'\n")
+        mtime = words.stat().st_mtime_ns + 10**9  # a new mtime even on a coarse clock
+        os.utime(words, ns=(mtime, mtime))
+        _, fresh = run_once()
+        assert "the word is second" in fresh
+        assert "code changed on disk since this worker started" in fresh
+        assert str(words) in fresh
+        assert "already imported by the worker's fork server" not in fresh
+        assert "code changed on disk" in (tmp_path / "worker.log").read_text()
+    finally:
+        stop(pid)
+        with get_client(sync_client=True) as prefect, contextlib.suppress(ObjectNotFound):
+            prefect.delete_deployment(deployment)
+            prefect.delete_work_pool(pool)
 
 
 def _process_state(pid: int) -> str:

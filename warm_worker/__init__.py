@@ -15,6 +15,11 @@ Prefect, the Kubernetes client, pandas and the flows before its first API call. 
   pid is the run's infrastructure pid, a child that exits non-zero or is killed marks its run
   Crashed, a run set to Cancelling is terminated (SIGTERM through the control channel, then
   SIGKILL) and marked Cancelled, and the pool's and the worker's concurrency limits apply.
+- When the deployment's one pull step changes into the directory whose file of the flow the
+  fork server imported, the child imports the flow from there (Prefect's
+  `PREFECT__FLOW_ENTRYPOINT`) instead of reading the deployment, running the pull step and
+  running the flow's file again. When a source file the fork server imported has changed on
+  disk since, runs start as fresh processes (the process worker's way), with the new code.
 - A crash in one run is a crash of that child only; if the fork server itself dies, the next
   run starts a new one.
 - Between polls (`PREFECT_WORKER_QUERY_SECONDS`) the worker listens to the server's events:

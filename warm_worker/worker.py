@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import cProfile
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.context
 import os
 import pkgutil
@@ -15,6 +16,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +28,14 @@ from prefect.flows import load_flow_from_flow_run
 from prefect.runner._flow_run_executor import FlowRunExecutionResult, FlowRunExecutorContext
 from prefect.runner._process_manager import ProcessHandle
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
+from pydantic import PrivateAttr
 
 if TYPE_CHECKING:
-    from prefect.client.schemas.objects import FlowRun
+    from uuid import UUID
+
+    from prefect.client.schemas.objects import Flow as APIFlow
+    from prefect.client.schemas.objects import FlowRun, WorkPool
+    from prefect.client.schemas.responses import DeploymentResponse
     from prefect.runner._control_channel import ControlChannel
 
 PROFILE_ENV = "WARM_WORKER_PROFILE_DIR"
@@ -54,6 +61,12 @@ ENGINE_MODULES = (
     "netrc",
 )
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
+SET_WORKING_DIRECTORY = frozenset(
+    {
+        "prefect.deployments.steps.set_working_directory",
+        "prefect.deployments.steps.pull.set_working_directory",
+    }
+)
 
 
 def preload_modules(environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
@@ -68,7 +81,7 @@ def preload_modules(environ: dict[str, str] | os._Environ[str] = os.environ) -> 
             modules = []
         else:
             modules = [f"flows.{m.name}" for m in pkgutil.iter_modules(flows.__path__)]
-    return [*ENGINE_MODULES, *modules]
+    return [*ENGINE_MODULES, __name__, *modules]
 
 
 def fork_context() -> multiprocessing.context.ForkServerContext:
@@ -78,15 +91,87 @@ def fork_context() -> multiprocessing.context.ForkServerContext:
     return context
 
 
-def warm_up(context: multiprocessing.context.ForkServerContext) -> None:
-    """Start the fork server and wait until it has imported its preload (one empty child)."""
-    child = context.Process(target=_noop, name="warm-worker-warm-up")
+@dataclass(frozen=True)
+class Preloaded:
+    """What the fork server imported: each preloaded module's file, and the modification time
+    of every source file it imported from outside the Python installation (the project's)."""
+
+    modules: Mapping[str, str]
+    sources: Mapping[str, int]
+
+    def changed(self) -> list[str]:
+        """The sources that changed on disk since the fork server imported them."""
+        changed = []
+        for path, mtime in self.sources.items():
+            try:
+                if os.stat(path).st_mtime_ns != mtime:
+                    changed.append(path)
+            except OSError:
+                changed.append(path)
+        return changed
+
+
+def warm_up(context: multiprocessing.context.ForkServerContext) -> Preloaded:
+    """Start the fork server, wait until it has imported its preload, and return what it
+    imported (read by one child, forked from it)."""
+    reader, writer = context.Pipe(duplex=False)
+    child = context.Process(target=_report, args=(writer,), name="warm-worker-warm-up")
     child.start()
+    writer.close()
+    modules, sources = reader.recv()
     child.join()
+    return Preloaded(modules, sources)
 
 
-def _noop() -> None:
-    """A child that does nothing: forking it proves the fork server is up and preloaded."""
+def _report(writer: multiprocessing.connection.Connection) -> None:
+    """In a child of the fork server: what it has imported (see `Preloaded`)."""
+    installed = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    project = set(preload_modules()) - {*ENGINE_MODULES, __name__}
+    modules, sources = {}, {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not isinstance(path, str) or not os.path.isfile(path):
+            continue
+        modules[name] = os.path.realpath(path)
+        if not path.startswith(installed) or name in project:
+            sources[path] = os.stat(path).st_mtime_ns
+    writer.send((modules, sources))
+    writer.close()
+
+
+def preloaded_entrypoint(
+    entrypoint: str | None, pull_steps: list[dict[str, Any]] | None, preloaded: Preloaded
+) -> tuple[str, Path] | None:
+    """The deployment's flow as a module the fork server imported, and the directory to run in.
+
+    Only when that is certain to be the same code: the deployment's one pull step sets the
+    working directory to a literal directory, its entrypoint is a file there
+    (`flows/guarded_rollback.py:guarded_rollback`), and the fork server imported that very
+    file as a module (`flows.guarded_rollback`). A run then skips the deployment read, the
+    pull step and running its flow's file again: its engine imports the module (Prefect's
+    `PREFECT__FLOW_ENTRYPOINT`). None: Prefect loads the flow as it always does.
+    """
+    if not entrypoint or ":" not in entrypoint or not pull_steps or len(pull_steps) != 1:
+        return None
+    if len(pull_steps[0]) != 1:
+        return None
+    [(step, inputs)] = pull_steps[0].items()
+    if step not in SET_WORKING_DIRECTORY or not isinstance(inputs, dict):
+        return None
+    if set(inputs) != {"directory"}:
+        return None
+    directory = inputs["directory"]
+    if not isinstance(directory, str) or "{{" in directory or not os.path.isabs(directory):
+        return None
+    path, _, function = entrypoint.rpartition(":")
+    relative = Path(path)
+    if relative.is_absolute() or relative.suffix != ".py" or ".." in relative.parts:
+        return None
+    module = ".".join(relative.with_suffix("").parts)
+    imported = preloaded.modules.get(module)
+    if imported is None or imported != os.path.realpath(Path(directory) / relative):
+        return None
+    return f"{module}:{function}", Path(directory)
 
 
 def prefect_settings(environ: Mapping[str, str]) -> dict[str, str]:
@@ -203,10 +288,34 @@ class ForkedEngineStarter:
             raise
 
 
+class WarmProcessJobConfiguration(ProcessJobConfiguration):
+    """The process worker's job, and where the run's deployment keeps its flow."""
+
+    _entrypoint: str | None = PrivateAttr(default=None)
+    _pull_steps: list[dict[str, Any]] | None = PrivateAttr(default=None)
+
+    def prepare_for_flow_run(
+        self,
+        flow_run: FlowRun,
+        deployment: DeploymentResponse | None = None,
+        flow: APIFlow | None = None,
+        work_pool: WorkPool | None = None,
+        worker_name: str | None = None,
+        worker_id: UUID | None = None,
+    ) -> None:
+        super().prepare_for_flow_run(
+            flow_run, deployment, flow, work_pool, worker_name, worker_id=worker_id
+        )
+        if deployment is not None:
+            self._entrypoint = deployment.entrypoint
+            self._pull_steps = deployment.pull_steps
+
+
 class WarmProcessWorker(ProcessWorker):
     """The process worker's pool and job variables; each run forked from a warm parent."""
 
     type = "warm-process"
+    job_configuration = WarmProcessJobConfiguration
     _description = (
         "Execute flow runs as children forked from a warm parent that has imported the"
         " flows once: a run starts in milliseconds instead of seconds."
@@ -217,12 +326,14 @@ class WarmProcessWorker(ProcessWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fork_context = fork_context()
+        self._preloaded = Preloaded({}, {})
+        self._told_changed: set[str] = set()
         self._wake_scope: anyio.CancelScope | None = None
         self._executors: FlowRunExecutorContext | None = None
 
     async def setup(self) -> None:
         await super().setup()
-        await anyio.to_thread.run_sync(warm_up, self._fork_context)
+        self._preloaded = await anyio.to_thread.run_sync(warm_up, self._fork_context)
         # One runner executor context for every run (its client, cancellation observer and
         # control channel), not one per run: entering one costs 0.1-0.2 s. Without it (the
         # API unreachable at start) each run enters its own, as the process worker does.
@@ -258,18 +369,52 @@ class WarmProcessWorker(ProcessWorker):
                     self._logger.warning("Events stream lost (%s); polling only for now", exc)
                     await anyio.sleep(5)
 
+    def _code_changed(self, flow_run: FlowRun) -> bool:
+        """Whether the fork server's code is no longer what is on disk (then a run starts in a
+        fresh process, as with the process worker, and the SRE is told once per file)."""
+        changed = self._preloaded.changed()
+        if not changed:
+            return False
+        message = (
+            "the flows' code changed on disk since this worker started (%s): this run starts in"
+            " a fresh process, with the code as it is now; restart the worker to start runs"
+            " warm again"
+        )
+        listed = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if changed[3:] else "")
+        self.get_flow_run_logger(flow_run).warning(message, listed)
+        if set(changed) - self._told_changed:
+            self._logger.warning(message, listed)
+            self._told_changed.update(changed)
+        return True
+
     async def run(
         self,
         flow_run: FlowRun,
         configuration: ProcessJobConfiguration,
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> ProcessWorkerResult:
-        if configuration._command_configured:
+        if configuration._command_configured or self._code_changed(flow_run):
             return await super().run(flow_run, configuration, task_status)
+        entry = preloaded_entrypoint(
+            getattr(configuration, "_entrypoint", None),
+            getattr(configuration, "_pull_steps", None),
+            self._preloaded,
+        )
+        env = dict(configuration.env)
+        if entry is not None:
+            env["PREFECT__FLOW_ENTRYPOINT"] = entry[0]
+            self.get_flow_run_logger(flow_run).info(
+                "Flow %s already imported by the worker's fork server from %s, the pull"
+                " step's directory: the run starts there without the pull step",
+                entry[0],
+                entry[1],
+            )
         if task_status is None:
             task_status = anyio.TASK_STATUS_IGNORED
         working_dir_ctx = (
-            tempfile.TemporaryDirectory(suffix="prefect")
+            contextlib.nullcontext(entry[1])
+            if entry is not None
+            else tempfile.TemporaryDirectory(suffix="prefect")
             if not configuration.working_dir
             else contextlib.nullcontext(configuration.working_dir)
         )
@@ -283,7 +428,7 @@ class WarmProcessWorker(ProcessWorker):
                 starter = ForkedEngineStarter(
                     context=self._fork_context,
                     cwd=Path(working_dir).resolve(),
-                    env=configuration.env,
+                    env=env,
                     control_channel=ctx.control_channel,
                 )
                 executor = ctx.create_executor(
