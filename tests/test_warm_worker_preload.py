@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from warm_worker.worker import PRELOAD_ENV, Preloaded, fork_context, preloaded_entrypoint, warm_up
+from warm_worker.worker import (
+    PRELOAD_ENV,
+    Preloaded,
+    fork_context,
+    preloaded_entrypoint,
+    same_settings,
+    warm_up,
+)
 
 PACKAGE = "warm_preload_flows"
 
@@ -130,3 +137,29 @@ def test_an_edited_or_deleted_source_is_a_change_since_the_preload(
     assert preloaded.changed() == []
     gone = Preloaded({}, {str(tmp_path / "gone.py"): 1})
     assert gone.changed() == [str(tmp_path / "gone.py")]
+
+
+WORKER = {"PREFECT_API_URL": "http://127.0.0.1:4200/api", "PREFECT_WORKER_QUERY_SECONDS": "1"}
+EXPORTED = {
+    "PREFECT_API_URL": "http://127.0.0.1:4200/api",
+    "PREFECT_WORKER_QUERY_SECONDS": "1.0",
+    "PREFECT_SERVER_EPHEMERAL_ENABLED": "True",
+}
+
+
+def test_a_job_environment_with_the_workers_settings_as_exported_keeps_the_fork_servers() -> None:
+    # what the worker puts in every job: its environment, its settings exported, the run's id
+    job = {**WORKER, **EXPORTED, "PREFECT__FLOW_RUN_ID": "x", "ROLLBACK_FLOWS_SERVICES": "s"}
+    assert same_settings(job, WORKER, EXPORTED)
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        {**WORKER, "PREFECT_API_URL": "http://elsewhere/api"},  # a job of another server
+        {**WORKER, "PREFECT_LOGGING_LEVEL": "DEBUG"},  # a setting of the job's own
+        {"PREFECT_API_URL": WORKER["PREFECT_API_URL"]},  # one of the worker's removed
+    ],
+)
+def test_a_job_environment_that_changes_a_setting_is_read_afresh(job: dict[str, str]) -> None:
+    assert not same_settings(job, WORKER, EXPORTED)

@@ -27,6 +27,7 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.flows import load_flow_from_flow_run
 from prefect.runner._flow_run_executor import FlowRunExecutionResult, FlowRunExecutorContext
 from prefect.runner._process_manager import ProcessHandle
+from prefect.settings import get_current_settings
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 from pydantic import PrivateAttr
 
@@ -184,16 +185,27 @@ def prefect_settings(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def run_engine(env: dict[str, str], cwd: str) -> None:
+def same_settings(
+    env: Mapping[str, str], environ: Mapping[str, str], current: Mapping[str, str]
+) -> bool:
+    """Whether a run's environment `env` means the settings the fork server already has: it
+    read them from `environ`, and `current` is how they export as variables (the worker puts
+    those in every job's environment, spelt `1.0` where `environ` said `1`)."""
+    wanted, had = prefect_settings(env), prefect_settings(environ)
+    return set(had) <= set(wanted) and all(
+        had.get(key) == value or current.get(key) == value for key, value in wanted.items()
+    )
+
+
+def run_engine(env: dict[str, str], cwd: str, settings_unchanged: bool) -> None:
     """In the forked child: what `python -m prefect.engine` does, with the run's environment.
 
     The engine's own `__main__` runs (reading `PREFECT__FLOW_RUN_ID`), under the fork
-    server's settings, or settings read afresh when this environment's `PREFECT_*`
-    variables differ from the fork server's. At the end the child shuts down the way an interpreter
+    server's settings, or under settings read afresh unless `settings_unchanged` (see
+    `same_settings`). At the end the child shuts down the way an interpreter
     does (Prefect's log and event services drain, exit handlers run), since a forked child
     leaves by `os._exit`.
     """
-    same_settings = prefect_settings(os.environ) == prefect_settings(env)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -208,7 +220,7 @@ def run_engine(env: dict[str, str], cwd: str) -> None:
         with contextlib.ExitStack() as stack:
             if profiler is not None:
                 profiler.enable()
-            if not same_settings:  # reading them costs a third of a second
+            if not settings_unchanged:  # reading them afresh costs 0.1-0.3 s
                 stack.enter_context(
                     SettingsContext(profile=get_settings_context().profile, settings=Settings())
                 )
@@ -238,8 +250,10 @@ class ForkedEngineStarter:
         cwd: Path,
         env: dict[str, str | None],
         control_channel: ControlChannel | None,
+        settings: Mapping[str, str],
     ) -> None:
         self._context = context
+        self._settings = settings
         self._cwd = cwd
         self._env = env
         self._control_channel = control_channel
@@ -276,7 +290,9 @@ class ForkedEngineStarter:
         handed_off = False
         try:
             child = self._context.Process(
-                target=run_engine, args=(env, str(self._cwd)), name=f"flow-run-{flow_run.id}"
+                target=run_engine,
+                args=(env, str(self._cwd), same_settings(env, os.environ, self._settings)),
+                name=f"flow-run-{flow_run.id}",
             )
             await anyio.to_thread.run_sync(child.start)
             task_status.started(ProcessHandle(child))  # type: ignore[arg-type]
@@ -327,6 +343,8 @@ class WarmProcessWorker(ProcessWorker):
         super().__init__(*args, **kwargs)
         self._fork_context = fork_context()
         self._preloaded = Preloaded({}, {})
+        # the settings the fork server reads from this environment, as exported to jobs
+        self._settings = get_current_settings().to_environment_variables(exclude_unset=True)
         self._told_changed: set[str] = set()
         self._wake_scope: anyio.CancelScope | None = None
         self._executors: FlowRunExecutorContext | None = None
@@ -430,6 +448,7 @@ class WarmProcessWorker(ProcessWorker):
                     cwd=Path(working_dir).resolve(),
                     env=env,
                     control_channel=ctx.control_channel,
+                    settings=self._settings,
                 )
                 executor = ctx.create_executor(
                     flow_run,
