@@ -24,9 +24,14 @@ from typing import Any
 import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    VariableCreate,
+    VariableUpdate,
+)
 from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.variables import Variable
 
@@ -144,8 +149,9 @@ def hold_service_lock(name: str, what: str, create: bool = False) -> Iterator[No
 )
 def read_rollback_ledger(name: str) -> tuple[LedgerEntry, ...]:
     """The recent automatic rollbacks recorded in the Variable `name` (empty if none)."""
-    with translating(f"read Prefect Variable {name}"):
-        value: Any = Variable.get(name, default=None)
+    with translating(f"read Prefect Variable {name}"), _api() as client:
+        variable = client.read_variable_by_name(name)
+    value: Any = variable.value if variable is not None else None
     return parse_ledger(value, source=f"Prefect Variable {name}")
 
 
@@ -159,11 +165,25 @@ def read_rollback_ledger(name: str) -> tuple[LedgerEntry, ...]:
 def record_automatic_rollback(
     name: str, entries: tuple[LedgerEntry, ...], entry: LedgerEntry
 ) -> tuple[LedgerEntry, ...]:
-    """Append `entry` to the ledger (dropping entries older than an hour) and store it."""
+    """Append `entry` to the ledger (dropping entries older than an hour) and store it: one
+    update of the Variable, created when it does not exist yet."""
     value = record(entries, entry)
-    with translating(f"write Prefect Variable {name}"):
-        Variable.set(name, value, overwrite=True)
+    with translating(f"write Prefect Variable {name}"), _api() as client:
+        try:
+            client.update_variable(VariableUpdate(name=name, value=value))
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+            client.create_variable(VariableCreate(name=name, value=value))
     return parse_ledger(value)
+
+
+def _api() -> contextlib.AbstractContextManager[SyncPrefectClient]:
+    """The flow run's own API client (its connection is open) or, outside one, a new one."""
+    client = getattr(FlowRunContext.get(), "client", None)
+    if isinstance(client, SyncPrefectClient):
+        return contextlib.nullcontext(client)
+    return get_client(sync_client=True)
 
 
 def forget_rollbacks(name: str) -> None:
