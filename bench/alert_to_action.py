@@ -87,7 +87,9 @@ def print_timeline(run_id: UUID, sent: float, patched: float) -> None:
             ]
         logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
         lines += [(log.timestamp.timestamp(), f"  {log.message[:110]}") for log in logs]
-    print(f"timeline of the last round (flow run {run_id}), seconds after the webhook:")
+    print(
+        f"timeline of the last round (flow run {run_id}), seconds after the webhook ({sent:.3f}):"
+    )
     for at, what in sorted(lines):
         print(f"  {at - sent:7.3f}  {what}")
 

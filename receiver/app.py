@@ -159,11 +159,16 @@ class Receiver:
                 flow_run_name=seen.flow_run_name,
             )
         deployment_id = await self.runs.deployment_id(route.deployment)
-        existing = await self.runs.run_with_key(deployment_id, key)
+        tag = target_tag(namespace, service)
+        # three reads of the server at once; their answers are taken in this order
+        existing, running, locked = await asyncio.gather(
+            self.runs.run_with_key(deployment_id, key),
+            self.runs.active_runs(tag),
+            self.runs.lock_in_use(lock_name(namespace, service)),
+        )
         if existing is not None:
             return self._remember(key, outcome(*_duplicate(existing), **_run(route, existing)))
-        tag = target_tag(namespace, service)
-        active = [run for run in await self.runs.active_runs(tag) if run.idempotency_key != key]
+        active = [run for run in running if run.idempotency_key != key]
         if active:
             busy = ", ".join(f"{r.name} ({r.state}, id {r.id})" for r in active)
             return outcome(
@@ -172,7 +177,7 @@ class Receiver:
                 "this alert is recorded and starts nothing",
                 route=route.name,
             )
-        if await self.runs.lock_in_use(lock_name(namespace, service)):
+        if locked:
             return outcome(
                 Action.REFUSED,
                 f"refused: a rollback of {namespace}/{service} holds the service's lock; "
