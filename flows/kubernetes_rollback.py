@@ -17,7 +17,7 @@ from flows.approval import approve_the_plan
 from flows.known_good import read_known_good, target_is_known_good
 from flows.notices import current_trigger, started_by
 from flows.rollback_steps import (
-    Background,
+    Evidence,
     Settled,
     container_version,
     keep_gitops_from_reverting,
@@ -27,6 +27,7 @@ from flows.rollback_steps import (
 )
 from playbook.errors import InvalidInputError, RollbackRefusedError
 from playbook.incident import ManualReason
+from playbook.known_good import KnownGoodChoice
 from playbook.rollback_report import RollbackReport, Stopwatch
 from playbook.services import load_service
 from playbook.task_results import patch_text
@@ -136,6 +137,7 @@ def kubernetes_rollback(
         )
 
         minutes = known_good_minutes or cfg.known_good_minutes
+        known: KnownGoodChoice | None = None
         if target == "last-good":
             with watch.step("find the last known-good revision"):
                 known, unknown_why = read_known_good(cfg, minutes, required=True, snapshot=snapshot)
@@ -145,11 +147,6 @@ def kubernetes_rollback(
                 )
             to_revision = known.target.span.number
             logger.info("%s: rolling back to it", known.message)
-        else:  # only the report's: read from Prometheus while the undo goes on
-            known_good = Background(
-                lambda: read_known_good(cfg, minutes, required=False, snapshot=snapshot),
-                lambda exc: (None, f"could not tell which revision is known good: {exc}"),
-            )
 
         with watch.step("check GitOps owner"):
             gitops = keep_gitops_from_reverting(cfg, suspend_gitops, dry_run, snapshot.deployment)
@@ -165,9 +162,21 @@ def kubernetes_rollback(
                 snapshot=as_is(snapshot),
             )
         plan = undo.plan
-        if target != "last-good":
-            with watch.step("find the last known-good revision"):
-                known, unknown_why = known_good.result()
+
+        def evidence() -> Evidence:
+            """Whether the plan's target is known good, with the revisions' table."""
+            found, why = (
+                (known, "")
+                if known is not None
+                else read_known_good(cfg, minutes, required=False, snapshot=snapshot)
+            )
+            line = target_is_known_good(found, why, revision=plan.target.number)
+            return line, tuple(found.rows()) if found else ()
+
+        # a person's rollback does not wait for Prometheus: only the report needs the table,
+        # read while the change settles (a dry run and `last-good` have it now)
+        now = target == "last-good" or dry_run
+        line, rows = evidence() if now else ("", ())
         change = patch_text(list(plan.patch)) if plan.patch else None
         report = RollbackReport(
             flow="kubernetes_rollback",
@@ -183,12 +192,12 @@ def kubernetes_rollback(
             changed=False,
             dry_run=dry_run,
             details=(
-                target_is_known_good(known, unknown_why, revision=plan.target.number),
+                *((line,) if now else ()),
                 *gitops,
                 *(f"Warning: {w}" for w in undo.config_warnings),
                 *approval,
             ),
-            revisions=tuple(known.rows()) if known else (),
+            revisions=rows,
         )
         if dry_run:
             text = f"dry run: would {plan.summary}" if not plan.already_current else plan.summary
@@ -211,5 +220,11 @@ def kubernetes_rollback(
             )
 
         return wait_verify_and_report(
-            cfg, report, watch, changed=undo.applied, settle=settle, outcome=outcome
+            cfg,
+            report,
+            watch,
+            changed=undo.applied,
+            settle=settle,
+            outcome=outcome,
+            evidence=None if now else evidence,
         )

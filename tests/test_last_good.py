@@ -173,6 +173,28 @@ def test_an_alert_rolls_back_to_the_last_known_good_revision_not_the_previous(
     assert procedure_logs.count("(as judged seconds ago in this run)") == 1, procedure_logs
 
 
+@pytest.mark.timeout(300)
+def test_a_rollback_to_the_previous_revision_reports_it_is_not_known_good_read_after_the_patch(
+    apps: client.AppsV1Api, good_bad_bad: str
+) -> None:
+    ns = good_bad_bad
+    report = kubernetes_rollback("rag-api", skip_confirmation=True, comment="previous")
+
+    # kubectl's meaning: revision 2 (the bad one) is what runs now, and the report says so
+    assert report.changed and report.to_version == BAD
+    assert (
+        apps.read_namespaced_deployment("rag-api", ns).spec.template.spec.containers[0].image
+        == f"{REPOSITORY}:{BAD}"
+    )
+    [line] = [d for d in report.details if d.startswith("Target revision 2")]
+    assert line.startswith("Target revision 2 is NOT known good: revision 2 (v1.2.4): bad: ")
+    assert [row["version"] for row in report.revisions] == [SLOW, BAD, GOOD]
+    # Prometheus was read for that table while the rollout went on, not before the patch
+    steps = [name for name, _ in report.durations]
+    assert steps.index("undo") < steps.index("wait for rollout")
+    assert steps.index("wait for rollout") < steps.index("find the last known-good revision")
+
+
 @pytest.mark.timeout(90)
 def test_without_a_known_good_revision_the_alert_changes_nothing_and_tells_a_person(
     apps: client.AppsV1Api,
