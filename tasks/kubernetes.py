@@ -627,7 +627,13 @@ def _changes(
                 raise err from exc
             time.sleep(1.0)
     except Exception as exc:  # a broken watch is re-established from a new read
-        run_logger().debug("watch of %s/%s ended: %s", namespace, name, exc)
+        run_logger().warning(
+            "watch of Deployment %s/%s broke (%s: %s); reading it again",
+            namespace,
+            name,
+            type(exc).__name__,
+            exc,
+        )
         time.sleep(0.5)
     finally:
         w.stop()
