@@ -123,8 +123,11 @@ def test_a_rollback_on_the_warm_worker_completes_with_one_undo(
     assert after.generation == before.generation + 1
     # the child's last logs reach the server before it exits (a forked child leaves by
     # os._exit, so it drains Prefect's log service itself)
-    logs = logs_of(run_id)
-    assert "Finished in state Completed" in logs, logs[-500:]
+    logs = eventually(
+        lambda: (text := logs_of(run_id)) and "Finished in state Completed" in text and text,
+        30,
+        "the run's last log line on the server",
+    )
     # the flow came from the fork server's import of the pull step's very file
     assert "already imported by the worker's fork server" in logs
     assert "Running 1 deployment pull step" not in logs
@@ -245,20 +248,27 @@ def test_code_changed_on_disk_runs_as_it_is_now_not_as_the_fork_server_imported_
     )
     try:
 
-        def run_once() -> tuple[FlowRun, str]:
+        def run_once(word: str) -> str:
+            """A run's logs once they hold the word it logged (they reach the server in
+            batches: the last of them may come after its final state)."""
             run: FlowRun = run_deployment(deployment, timeout=0, _sync=True)  # type: ignore[call-arg, assignment]
             ended = eventually(lambda: final(run.id), 120, "the hello run's end")
             assert ended.state.type == StateType.COMPLETED, ended.state
-            return ended, logs_of(run.id)
 
-        _, warm = run_once()
+            def logged() -> str | None:
+                logs = logs_of(run.id)
+                return logs if "the word is" in logs else None
+
+            return eventually(logged, 30, f"the run's log of its word ({word})")  # type: ignore[no-any-return]
+
+        warm = run_once("first")
         assert "the word is first" in warm
         assert "already imported by the worker's fork server" in warm
 
         words.write_text("WORD = 'second'\n")
         mtime = words.stat().st_mtime_ns + 10**9  # a new mtime even on a coarse clock
         os.utime(words, ns=(mtime, mtime))
-        _, fresh = run_once()
+        fresh = run_once("second")
         assert "the word is second" in fresh
         assert "code changed on disk since this worker started" in fresh
         assert str(words) in fresh
