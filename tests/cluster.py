@@ -116,6 +116,29 @@ def build_history(
             wait_rolled_out(apps, namespace, name)
 
 
+def delete_deployment(
+    apps: client.AppsV1Api, namespace: str, name: str = "rag-api", timeout: float = 60
+) -> None:
+    """Delete the Deployment and wait until it and its ReplicaSets are gone.
+
+    With foreground deletion the Deployment stays (marked for deletion) until the garbage
+    collector has removed its ReplicaSets and then its finalizer: a create in between is a
+    409 "object is being deleted", so the wait is for the Deployment itself, not only for them.
+    """
+    if not apps.list_namespaced_deployment(namespace, field_selector=f"metadata.name={name}").items:
+        return
+    apps.delete_namespaced_deployment(name, namespace, propagation_policy="Foreground")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = apps.list_namespaced_deployment(namespace, field_selector=f"metadata.name={name}")
+        if not left.items and not apps.list_namespaced_replica_set(namespace).items:
+            return
+        time.sleep(0.2)
+    raise AssertionError(
+        f"deployment {namespace}/{name} still there {timeout:.0f} s after its delete"
+    )
+
+
 def replicasets_by_revision(apps: client.AppsV1Api, namespace: str) -> dict[int, str]:
     """Revision → image of every ReplicaSet in the namespace."""
     return {

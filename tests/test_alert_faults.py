@@ -29,6 +29,7 @@ import pytest
 from alerting import alert_events, count_flow_runs, runs_tagged, wait_final
 from cluster import (
     REPOSITORY,
+    delete_deployment,
     deployment_body,
     error_ratio,
     eventually,
@@ -155,10 +156,7 @@ def toxiproxy(alert_stack: AlertStack) -> Iterator[Toxiproxy]:
 def release_fresh(stack: AlertStack, good: str) -> None:
     """`rag-api` created afresh at `good` (revision 1), its earlier ReplicaSets gone."""
     apps, ns = stack.apps, stack.namespace
-    if apps.list_namespaced_deployment(ns, field_selector="metadata.name=rag-api").items:
-        apps.delete_namespaced_deployment("rag-api", ns, propagation_policy="Foreground")
-        eventually(lambda: not apps.list_namespaced_replica_set(ns).items, 60, "no ReplicaSet left")
-    eventually(lambda: not apps.list_namespaced_deployment(ns).items, 60, "the Deployment deleted")
+    delete_deployment(apps, ns)
     deployed = time.monotonic()
     apps.create_namespaced_deployment(ns, deployment_body(f"{REPOSITORY}:{good}"))
     wait_rolled_out(apps, ns, "rag-api")

@@ -24,7 +24,14 @@ from alerting import (
     save_token,
     wait_final,
 )
-from cluster import REPOSITORY, build_history, replicasets_by_revision, snapshot, wait_settled
+from cluster import (
+    REPOSITORY,
+    build_history,
+    delete_deployment,
+    replicasets_by_revision,
+    snapshot,
+    wait_settled,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
@@ -371,10 +378,7 @@ def bad_release(kube_api: client.ApiClient) -> Iterator[str]:
     time.sleep(1.1)
     yield STAGING
     forget_rollbacks(ledger_name(STAGING, "rag-api"))
-    apps.delete_namespaced_deployment("rag-api", STAGING, propagation_policy="Foreground")
-    deadline = time.monotonic() + 30  # no history left behind for the next test
-    while apps.list_namespaced_replica_set(STAGING).items and time.monotonic() < deadline:
-        time.sleep(0.2)
+    delete_deployment(apps, STAGING)  # no history left behind for the next test
 
 
 @pytest.mark.stack
