@@ -125,18 +125,17 @@ def delete_deployment(
     collector has removed its ReplicaSets and then its finalizer: a create in between is a
     409 "object is being deleted", so the wait is for the Deployment itself, not only for them.
     """
-    if not apps.list_namespaced_deployment(namespace, field_selector=f"metadata.name={name}").items:
-        return
-    apps.delete_namespaced_deployment(name, namespace, propagation_policy="Foreground")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = apps.list_namespaced_deployment(namespace, field_selector=f"metadata.name={name}")
-        if not left.items and not apps.list_namespaced_replica_set(namespace).items:
-            return
-        time.sleep(0.2)
-    raise AssertionError(
-        f"deployment {namespace}/{name} still there {timeout:.0f} s after its delete"
-    )
+
+    def present() -> bool:
+        selector = f"metadata.name={name}"
+        return bool(apps.list_namespaced_deployment(namespace, field_selector=selector).items)
+
+    def gone() -> bool:
+        return not present() and not apps.list_namespaced_replica_set(namespace).items
+
+    if present():
+        apps.delete_namespaced_deployment(name, namespace, propagation_policy="Foreground")
+    eventually(gone, timeout, f"deployment {namespace}/{name} and its ReplicaSets gone", 0.2)
 
 
 def replicasets_by_revision(apps: client.AppsV1Api, namespace: str) -> dict[int, str]:
