@@ -11,7 +11,12 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system-packages python binaries test lint rules mutation rollback-prod rollback-staging canary-start stack-up stack-down stack-status demo clean
 
-setup: system-packages python binaries
+# The Go build (CPU-bound, minutes on a fresh machine) runs while Debian's packages and the
+# Python environment install (mostly downloads); setup fails if either fails.
+setup:
+	@$(PYTHON) -m stack.build & build=$$!; status=0; \
+	$(MAKE) -s --no-print-directory system-packages python || status=$$?; \
+	wait $$build || status=1; exit $$status
 
 # Debian's Prometheus 2.42, Alertmanager 0.25, PostgreSQL (the local Prefect server's
 # database) and Chromium (the browser test of the Prefect UI, driven by Playwright; no
@@ -32,9 +37,10 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-# Kubernetes, etcd and KWOK built from Go modules, cached outside the repo by version.
-binaries: $(STAMP)
-	@$(PY) -m stack build
+# Kubernetes, etcd and KWOK built from Go modules, cached outside the repo by version (with
+# the system Python: the build needs nothing of the virtual environment).
+binaries:
+	@$(PYTHON) -m stack.build
 
 # Two pytest workers, each with its own local stack, each running whole test files (module
 # fixtures and the order inside a file hold); the stack tests mostly wait on the cluster, so

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stack.config import ETCD_VERSION, KUBERNETES_VERSION, KWOK_VERSION, STACK_DIR, bin_dir
-from stack.processes import StackError
+from stack.errors import StackError
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,12 @@ def missing() -> list[Binary]:
 
 
 def build_all(out: Path | None = None) -> Path:
-    """Build every missing binary into the cache, printing progress; return the bin directory."""
+    """Build every missing binary into the cache, printing progress; return the bin directory.
+
+    The binaries of one module with the same flags (kube-apiserver, kube-controller-manager,
+    kube-scheduler, kubectl) are built by one `go build`, which links one while it compiles
+    the next.
+    """
     target = out or bin_dir()
     todo = [b for b in BINARIES if not (target / b.name).is_file()]
     if not todo:
@@ -117,44 +122,64 @@ def build_all(out: Path | None = None) -> Path:
         f"etcd {ETCD_VERSION}, KWOK {KWOK_VERSION}); the first build takes 10-30 minutes"
     )
     started = time.monotonic()
-    for number, binary in enumerate(todo, start=1):
-        _build_one(go, binary, target, f"[{number}/{len(todo)}]")
+    groups: dict[tuple[str, str], list[Binary]] = {}
+    for binary in todo:
+        groups.setdefault((binary.module_dir, binary.ldflags), []).append(binary)
+    for number, group in enumerate(groups.values(), start=1):
+        _build_group(go, group, target, f"[{number}/{len(groups)}]")
     _say(f"all binaries built in {time.monotonic() - started:.0f}s")
     return target
 
 
-def _build_one(go: str, binary: Binary, target: Path, step: str) -> None:
-    module = STACK_DIR / "build" / binary.module_dir
-    _say(f"{step} building {binary.name} from {binary.package} ({binary.estimate} cold)")
-    partial = target / f".{binary.name}.partial"
+def _build_group(go: str, group: list[Binary], target: Path, step: str) -> None:
+    """One `go build` of the group's packages into a scratch directory, then each binary
+    moved into `target` (a failed or interrupted build leaves none of them there)."""
+    module = STACK_DIR / "build" / group[0].module_dir
+    names = ", ".join(b.name for b in group)
+    packages = [b.package for b in group]
+    estimate = " + ".join(b.estimate for b in group if b.estimate)
+    _say(f"{step} building {names} from {' '.join(packages)} ({estimate} cold)")
+    partial = target / f".partial-{group[0].name}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -trimpath"}
-    argv = [go, "build", "-ldflags", f"-s -w {binary.ldflags}".strip(), "-o", str(partial)]
+    ldflags = f"-s -w {group[0].ldflags}".strip()
+    # With one package, -o names the file; with several, a directory (a trailing slash).
+    output = str(partial / group[0].name) if len(group) == 1 else f"{partial}{os.sep}"
+    argv = [go, "build", "-ldflags", ldflags, "-o", output, *packages]
     started = time.monotonic()
     proc = subprocess.Popen(
-        [*argv, binary.package],
-        cwd=module,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        argv, cwd=module, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     while True:
         try:
-            output, _ = proc.communicate(timeout=60)
+            output_text, _ = proc.communicate(timeout=60)
             break
         except subprocess.TimeoutExpired:
-            _say(f"{step} still building {binary.name}: {time.monotonic() - started:.0f}s")
-    if proc.returncode != 0:
-        partial.unlink(missing_ok=True)
-        tail = "\n".join(output.splitlines()[-20:])
+            _say(f"{step} still building {names}: {time.monotonic() - started:.0f}s")
+    built = {path.name for path in partial.iterdir()}
+    if proc.returncode != 0 or any(b.name not in built for b in group):
+        shutil.rmtree(partial, ignore_errors=True)
+        tail = "\n".join(output_text.splitlines()[-20:])
         raise StackError(
-            f"build step {step} '{binary.name}' failed (go build {binary.package} in {module}, "
+            f"build step {step} '{names}' failed (go build {' '.join(packages)} in {module}, "
             f"exit {proc.returncode}):\n{tail}"
         )
-    partial.rename(target / binary.name)
-    size = (target / binary.name).stat().st_size / 2**20
-    _say(f"{step} built {binary.name} in {time.monotonic() - started:.0f}s ({size:.0f} MiB)")
+    sizes = []
+    for binary in group:
+        (partial / binary.name).rename(target / binary.name)
+        sizes.append(f"{binary.name} {(target / binary.name).stat().st_size / 2**20:.0f} MiB")
+    partial.rmdir()
+    _say(f"{step} built {names} in {time.monotonic() - started:.0f}s ({', '.join(sizes)})")
 
 
 def _say(message: str) -> None:
     print(f"stack: {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":  # `python3 -m stack.build`: the system Python, no virtual env needed
+    try:
+        build_all()
+    except StackError as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        sys.exit(1)

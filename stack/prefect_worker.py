@@ -42,16 +42,24 @@ def _prefect(*args: str, env: dict[str, str], timeout: float = 180) -> str:
     return result.stdout
 
 
-def deploy_all(api_url: str, home: Path) -> None:
-    """Create the local work pool and every deployment of prefect.yaml on the server."""
-    env = {
+def _env(api_url: str, home: Path) -> dict[str, str]:
+    return {
         "PREFECT_API_URL": api_url,
         "PREFECT_HOME": str(home),
         "ROLLBACK_FLOWS_HOME": str(REPO_DIR),
         "ROLLBACK_FLOWS_WORK_POOL": WORK_POOL,
     }
+
+
+def create_work_pool(api_url: str, home: Path) -> None:
+    """Create (or replace) the local work pool, of this project's worker type."""
+    env = _env(api_url, home)
     _prefect("work-pool", "create", WORK_POOL, "--type", WORKER_TYPE, "--overwrite", env=env)
-    _prefect("deploy", "--all", env=env)
+
+
+def deploy_all(api_url: str, home: Path) -> None:
+    """Create every deployment of prefect.yaml on the server, on the local work pool."""
+    _prefect("deploy", "--all", env=_env(api_url, home))
 
 
 def start_worker(

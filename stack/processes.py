@@ -20,9 +20,7 @@ from pathlib import Path
 
 import httpx
 
-
-class StackError(RuntimeError):
-    """A part of the local stack could not be built, started or stopped."""
+from stack.errors import StackError as StackError  # raised here, imported from here
 
 
 def ensure_port_free(port: int, what: str) -> None:

@@ -90,6 +90,7 @@ def test_failed_build_names_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyP
         build.build_all(tmp_path)
     assert "kube-nothing" in str(failed.value)
     assert not (tmp_path / "kube-nothing").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["etcd"]  # no scratch directory left
 
 
 def test_cli_reports_a_stack_that_is_not_running() -> None:
