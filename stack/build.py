@@ -97,11 +97,6 @@ BINARIES = (
 )
 
 
-def missing() -> list[Binary]:
-    """The binaries not yet in the cache."""
-    return [b for b in BINARIES if not (bin_dir() / b.name).is_file()]
-
-
 def build_all(out: Path | None = None) -> Path:
     """Build every missing binary into the cache, printing progress; return the bin directory.
 

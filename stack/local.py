@@ -25,9 +25,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -214,14 +215,12 @@ class LocalStack:
                 # cluster, the simulators, Alertmanager and Prometheus do
                 database = beside.submit(self._start_database, state) if self.prefect else None
                 self._step("Kubernetes cluster (kwokctl)", self.cluster.create)
-                state.pids["simulator"], state.pids["canary"] = self._step(
+                simulator, canary = self._step(
                     "rag-api simulators (stable, canary)", self._start_simulators
                 )
-                self._save(state)
-                state.pids["alertmanager"] = self._step("Alertmanager", self._start_alertmanager)
-                self._save(state)
-                state.pids["prometheus"] = self._step("Prometheus", self._start_prometheus)
-                self._save(state)
+                self._record(state, simulator=simulator, canary=canary)
+                self._start_part(state, "alertmanager", "Alertmanager", self._start_alertmanager)
+                self._start_part(state, "prometheus", "Prometheus", self._start_prometheus)
                 if database is not None:
                     database.result()
             if self.prefect:
@@ -229,9 +228,17 @@ class LocalStack:
                 self._step("work pool", lambda: create_work_pool(api_url, home))
                 with ThreadPoolExecutor(max_workers=2) as beside:
                     # the worker and the receiver start while prefect.yaml is deployed
-                    started = [beside.submit(self._start_into, state, "worker")]
+                    worker = partial(self._start_worker, state)
+                    started = [
+                        beside.submit(self._start_part, state, "worker", "Prefect worker", worker)
+                    ]
                     if self.receiver:
-                        started.append(beside.submit(self._start_into, state, "receiver"))
+                        receiver = partial(self._start_receiver, state)
+                        started.append(
+                            beside.submit(
+                                self._start_part, state, "receiver", "alert receiver", receiver
+                            )
+                        )
                     self._step("deployments of prefect.yaml", lambda: deploy_all(api_url, home))
                     for future in started:
                         future.result()
@@ -368,21 +375,16 @@ class LocalStack:
             config, data_dir, self.ports.prometheus, self.dir / "logs" / "prometheus.log"
         )
 
-    def _start_into(self, state: StackState, part: str) -> None:
-        """Start the worker or the receiver; its pid saved in the state as soon as it is up."""
-        what, action = {
-            "worker": ("Prefect worker", self._start_worker),
-            "receiver": ("alert receiver", self._start_receiver),
-        }[part]
-        state.pids[part] = self._step(what, lambda: action(state))
-        self._save(state)
+    def _start_part(
+        self, state: StackState, part: str, what: str, action: Callable[[], int]
+    ) -> None:
+        """Start one process of the stack; its pid saved in the state as soon as it is up."""
+        self._record(state, **{part: self._step(what, action)})
 
     def _start_database(self, state: StackState) -> None:
-        """PostgreSQL, then the Prefect server on it (their pids saved as each starts)."""
-        state.pids["postgres"] = self._step("PostgreSQL", self._start_postgres)
-        self._save(state)
-        state.pids["prefect"] = self._step("Prefect server", self._start_prefect)
-        self._save(state)
+        """PostgreSQL, then the Prefect server on it."""
+        self._start_part(state, "postgres", "PostgreSQL", self._start_postgres)
+        self._start_part(state, "prefect", "Prefect server", self._start_prefect)
 
     def _start_postgres(self) -> int:
         shutil.rmtree(self.postgres_dir, ignore_errors=True)
@@ -438,7 +440,13 @@ class LocalStack:
         return pid
 
     def _save(self, state: StackState) -> None:
-        with self._saving:  # steps that run side by side save the one state
+        self._record(state)
+
+    def _record(self, state: StackState, **pids: int) -> None:
+        """Add `pids` to the state and save it (steps that run side by side share the one
+        state: a pid is added and the file written under one lock)."""
+        with self._saving:
+            state.pids.update(pids)
             self.state_file.write_text(json.dumps(asdict(state), indent=2))
 
 
