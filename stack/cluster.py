@@ -9,7 +9,9 @@ with the address 127.0.0.1, and the Istio VirtualService CRD is installed.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +87,44 @@ class Cluster:
         except subprocess.TimeoutExpired as exc:
             raise StackError(f"kwokctl {args[0]} {args[1]} timed out after {timeout:.0f}s") from exc
 
-    def create(self) -> None:
-        """Create the cluster, its nodes and the CRDs; wait until the nodes are Ready."""
+    def create(self, attempts: int = 3) -> None:
+        """Create the cluster, its nodes and the CRDs; wait until the nodes are Ready.
+
+        Each component's port is chosen free a few seconds before the component binds it, and
+        another process on the machine (a second stack, a test's server) can take it in
+        between: a component that fails with "address already in use" makes the cluster be
+        deleted and created again on newly chosen ports.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                self._create()
+                return
+            except StackError as exc:
+                taken = self._port_taken()
+                if taken is None or attempt == attempts:
+                    raise
+                print(
+                    f"stack: {taken} (another process took its port after it was chosen); "
+                    f"creating cluster {self.name} again on other ports",
+                    file=sys.stderr,
+                )
+                try:
+                    self.delete()
+                except StackError:
+                    raise exc from None
+                shutil.rmtree(self.workdir / "clusters" / self.name, ignore_errors=True)
+
+    def _port_taken(self, component: str = "*") -> str | None:
+        """Which component of this cluster (or only `component`) could not bind its port, as
+        its log says."""
+        logs = self.workdir / "clusters" / self.name / "logs"
+        for log in sorted(logs.glob(f"{component}.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if "address already in use" in line:
+                    return f"{log.stem}: {line.strip()[-160:]}"
+        return None
+
+    def _create(self) -> None:
         b = self.bin_dir
         stage_configs = [f"--config={path}" for path in sorted(STAGES_DIR.glob("*.yaml"))]
         if runtime() == "kind":
@@ -139,6 +177,9 @@ class Cluster:
             self._wait_controllers(api)
         finally:
             api.close()
+        taken = self._port_taken()  # the scheduler, say, which nothing above waits for
+        if taken is not None:
+            raise StackError(f"the control plane did not start: {taken}")
 
     def delete(self) -> None:
         """Delete the cluster and stop its processes; a cluster already gone is fine."""
@@ -248,6 +289,9 @@ class Cluster:
                     raise StackError(
                         f"reading ServiceAccount default/default: {exc.reason}"
                     ) from exc
+            taken = self._port_taken("kube-*")
+            if taken is not None:
+                raise StackError(f"the control plane did not start: {taken}")
             if time.monotonic() > deadline:
                 raise StackError(
                     f"kube-controller-manager made no default ServiceAccount in {timeout}s"

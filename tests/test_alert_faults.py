@@ -47,6 +47,8 @@ from faults import (
 )
 from flow_runs import read_flow_run_id
 from kubernetes import client, config
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.objects import FlowRun
 
 from playbook.names import target_tag
@@ -54,6 +56,7 @@ from playbook.post_rollback import POST_ROLLBACK_ENV
 from receiver.app import UNAVAILABLE
 from stack.config import Ports
 from stack.local import KNOWN_GOOD_SECONDS, LocalStack, StackState
+from stack.prefect_worker import WORK_POOL
 from stack.processes import free_port
 from stack.prometheus import p99_latency_expr
 from stack.sink import WebhookSink
@@ -199,6 +202,18 @@ def serving(stack: AlertStack, version: str) -> None:
     )
 
 
+def pause_work_pool(paused: bool) -> None:
+    """Pause (or resume) the stack's work pool: its worker submits no run while paused."""
+    with get_client(sync_client=True) as prefect:
+        prefect.update_work_pool(WORK_POOL, WorkPoolUpdate(is_paused=paused))
+
+
+@pytest.fixture(autouse=True)
+def resume_work_pool(alert_stack: AlertStack) -> Iterator[None]:
+    yield
+    pause_work_pool(False)
+
+
 def new_runs(tag: str, before: set[Any]) -> list[FlowRun]:
     return [run for run in runs_tagged(tag) if run.id not in before]
 
@@ -285,7 +300,12 @@ def test_receiver_killed_mid_delivery_loses_no_alert(
     late. The moment the alert's run exists on the server (the receiver still waits for the
     answer, and has not answered Alertmanager), the receiver is killed (SIGKILL). Alertmanager's
     delivery fails and it delivers again to the restarted receiver, which finds the run by its
-    idempotency key: the alert is not lost, and starts one run and one undo."""
+    idempotency key: the alert is not lost, and starts one run and one undo.
+
+    The work pool is paused until the redelivery is recorded, as when every worker is busy:
+    the run waits, so the alert is still firing when Alertmanager delivers it again (a run
+    that rolled back at once would resolve it first on a slow machine, and the redelivery
+    would be the resolved alert)."""
     stack, ns = alert_stack, alert_stack.namespace
     tag = target_tag(ns, "rag-api")
     release_fresh(stack, GOOD)
@@ -301,6 +321,7 @@ def test_receiver_killed_mid_delivery_loses_no_alert(
     prefect.add_toxic("latency", latency=700)
     kill_receiver(stack.state)
     start_receiver(stack.state, f"http://{prefect.listen}/api")
+    pause_work_pool(True)
 
     release(stack, SLOW)
     at_release = snapshot(stack.apps, ns)
@@ -326,6 +347,8 @@ def test_receiver_killed_mid_delivery_loses_no_alert(
     )
     assert duplicate.payload["flow_run_id"] == str(run.id)
     assert not alert_events("rollback-flows.alert.started", fingerprint, timeout=0)
+    assert snapshot(stack.apps, ns) == at_release  # the run waited in the paused pool
+    pause_work_pool(False)
     assert_guarded_rolled_back(run)
 
     assert_rolled_back_once(stack, SLOW, at_release.generation)

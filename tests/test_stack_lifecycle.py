@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from stack import build
 from stack.config import REPO_DIR, Ports
@@ -56,6 +57,44 @@ def test_half_started_stack_is_torn_down_and_restarted(spare_stack: LocalStack) 
     assert second.pids["simulator"] != first.pids["simulator"]
     assert not alive(first.pids["prometheus"])  # the rest of the old stack was stopped
     assert spare_stack.running() is not None
+
+
+def test_a_port_taken_after_it_was_chosen_makes_the_cluster_start_on_others(
+    spare_stack: LocalStack, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Another process binds the port chosen for kube-controller-manager before the
+    controller manager does (what a second stack or a test's server did on CI): the cluster is
+    created again on other ports, at once, not after the 120 s wait for its controllers."""
+    import stack.cluster as cluster_module
+
+    chosen = iter(range(1000))
+    with socket.socket() as thief:
+        thief.bind(("127.0.0.1", free_port()))
+        thief.listen()
+        taken = thief.getsockname()[1]
+
+        def free_port_but_one() -> int:
+            # the fifth port of the configuration is kube-controller-manager's
+            return taken if next(chosen) == 4 else free_port()
+
+        monkeypatch.setattr(cluster_module, "free_port", free_port_but_one)
+        cluster = spare_stack.cluster
+        try:
+            cluster.create()
+            assert cluster.running()
+            options = (cluster.workdir / "kwokctl.yaml").read_text()
+            assert f"kubeControllerManagerPort: {taken}" not in options
+            api = cluster.api_client()
+            try:
+                # the controllers run: the default ServiceAccount exists
+                client.CoreV1Api(api).read_namespaced_service_account("default", "default")
+            finally:
+                api.close()
+        finally:
+            cluster.delete()
+    err = capfd.readouterr().err
+    assert "kube-controller-manager" in err and f"{taken}" in err
+    assert "creating cluster" in err and "again on other ports" in err
 
 
 def test_down_leaves_nothing_behind(spare_stack: LocalStack) -> None:

@@ -51,8 +51,11 @@ CHROMIUM_ARGS = [
 ]
 OUTPUT_DIR = REPO_DIR / "test-output" / "ui"
 DEPLOYMENT = "kubernetes-rollback/default"
-# What the UI may take to render a page once the stack is up.
+# What the UI may take to render a page once the stack is up: the page's actions and every
+# expect() (Playwright's own default for expect is 5 s, which a loaded CI machine exceeded when
+# the Task Runs tab fetched its list).
 RENDER_TIMEOUT_MS = 30_000
+expect.set_options(timeout=RENDER_TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
