@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from prefect.logging import get_run_logger
-from prefect.runtime import flow_run
 
 from playbook.errors import InvalidInputError, RollbackError
 from playbook.known_good import (
@@ -31,6 +30,7 @@ from playbook.known_good import (
 from playbook.rollout import RolloutSnapshot
 from playbook.services import ServiceConfig
 from playbook.thresholds import Indicator, load_decision_matrix
+from tasks.prefect_runs import root_flow_run_id
 from tasks.prometheus import read_values_at, resolve_prometheus_url
 from tasks.workloads import read_revision_spans
 
@@ -122,7 +122,7 @@ def _judged_key(
     rollback and the procedure it runs), the same service and rule, and a snapshot whose
     Deployment and ReplicaSets have the same resourceVersions (the cluster unchanged since:
     its truth is read again every time, only Prometheus's evidence seconds old is reused)."""
-    root = flow_run.get_root_flow_run_id()
+    root = root_flow_run_id()
     if snapshot is None or not root:
         return None
     versions = tuple(

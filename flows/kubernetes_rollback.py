@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 
 from prefect import flow
 from prefect.logging import get_run_logger
-from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.approval import approve_the_plan
@@ -37,6 +36,7 @@ from tasks.kubernetes import (
     undo_deployment,
     wait_for_rollout,
 )
+from tasks.prefect_runs import root_flow_run_id
 
 
 @flow(name="kubernetes-rollback", log_prints=True)
@@ -156,7 +156,7 @@ def kubernetes_rollback(
                 name,
                 to_revision,
                 dry_run,
-                intent_id=None if dry_run else flow_run.get_root_flow_run_id(),
+                intent_id=None if dry_run else root_flow_run_id(),
                 force=force,
                 repeat_guard_minutes=cfg.repeat_guard_minutes,
                 snapshot=as_is(snapshot),
