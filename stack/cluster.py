@@ -112,17 +112,26 @@ class Cluster:
                     self.delete()
                 except StackError:
                     raise exc from None
-                shutil.rmtree(self.workdir / "clusters" / self.name, ignore_errors=True)
+                shutil.rmtree(self._dir, ignore_errors=True)
+
+    @property
+    def _dir(self) -> Path:
+        """kwokctl's directory of this cluster: its configuration, pids and logs."""
+        return self.workdir / "clusters" / self.name
 
     def _port_taken(self, component: str = "*") -> str | None:
         """Which component of this cluster (or only `component`) could not bind its port, as
         its log says."""
-        logs = self.workdir / "clusters" / self.name / "logs"
-        for log in sorted(logs.glob(f"{component}.log")):
+        for log in sorted((self._dir / "logs").glob(f"{component}.log")):
             for line in log.read_text(errors="replace").splitlines():
                 if "address already in use" in line:
                     return f"{log.stem}: {line.strip()[-160:]}"
         return None
+
+    def _fail_if_port_taken(self, component: str = "*") -> None:
+        taken = self._port_taken(component)
+        if taken is not None:
+            raise StackError(f"the control plane did not start: {taken}")
 
     def _create(self) -> None:
         b = self.bin_dir
@@ -177,9 +186,7 @@ class Cluster:
             self._wait_controllers(api)
         finally:
             api.close()
-        taken = self._port_taken()  # the scheduler, say, which nothing above waits for
-        if taken is not None:
-            raise StackError(f"the control plane did not start: {taken}")
+        self._fail_if_port_taken()  # the scheduler, say, which nothing above waits for
 
     def delete(self) -> None:
         """Delete the cluster and stop its processes; a cluster already gone is fine."""
@@ -289,9 +296,7 @@ class Cluster:
                     raise StackError(
                         f"reading ServiceAccount default/default: {exc.reason}"
                     ) from exc
-            taken = self._port_taken("kube-*")
-            if taken is not None:
-                raise StackError(f"the control plane did not start: {taken}")
+            self._fail_if_port_taken("kube-controller-manager")  # dead: no need to wait
             if time.monotonic() > deadline:
                 raise StackError(
                     f"kube-controller-manager made no default ServiceAccount in {timeout}s"
@@ -300,7 +305,7 @@ class Cluster:
             time.sleep(0.2)
 
     def _log_tail(self, component: str, lines: int = 20) -> str:
-        log = self.workdir / "clusters" / self.name / "logs" / f"{component}.log"
+        log = self._dir / "logs" / f"{component}.log"
         if not log.exists():
             return f"; {log} does not exist"
         tail = log.read_text(errors="replace").splitlines()[-lines:]

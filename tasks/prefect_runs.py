@@ -62,9 +62,8 @@ def root_flow_run_id() -> str | None:
                 break
             root = str(parent_run)
             parent_task = client.read_flow_run(parent_run).parent_task_run_id
-    if len(_ROOTS) >= 1000:  # a long-lived process: forget the oldest half
-        for key in list(_ROOTS)[:500]:
-            del _ROOTS[key]
+    if len(_ROOTS) >= 1000:  # a long-lived process: start over
+        _ROOTS.clear()
     _ROOTS[own] = root
     return root
 
