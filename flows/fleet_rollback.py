@@ -29,6 +29,7 @@ from playbook.incident import ManualReason
 from playbook.rollback_report import RollbackReport
 from playbook.services import ServiceConfig, load_service, load_services
 from tasks.kubernetes import kubernetes_context, list_deployment_names
+from tasks.prefect_runs import subflows_share_root
 
 FLEET_KEY = "fleet-rollback"
 
@@ -93,7 +94,10 @@ def _each(
     rollback: Callable[[ServiceConfig], RollbackReport],
 ) -> tuple[FleetRow, ...]:
     """`rollback` of every target, `max_parallel` at once, in their order."""
-    with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fleet") as pool:
+    with (
+        subflows_share_root(),
+        ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fleet") as pool,
+    ):
         futures = [
             # each subflow runs in its own copy of this run's context: it is a child of it
             pool.submit(contextvars.copy_context().run, _row, cfg, lambda c=cfg: rollback(c))

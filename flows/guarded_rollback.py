@@ -51,6 +51,7 @@ from playbook.services import ServiceConfig, load_service
 from playbook.thresholds import Indicator, load_decision_matrix
 from tasks.concurrency import read_rollback_ledger, record_automatic_rollback
 from tasks.kubernetes import read_rollout
+from tasks.prefect_runs import subflows_share_root
 from tasks.prometheus import read_value, resolve_prometheus_url
 
 Procedure = Literal["kubernetes_rollback", "canary_rollback"]
@@ -271,7 +272,7 @@ def guarded_rollback(
             record_automatic_rollback(ledger, entries, LedgerEntry(now, _run_id(), reason[:100]))
             recent += 1
         try:
-            with started_by(trigger):
+            with started_by(trigger), subflows_share_root():
                 if procedure == "kubernetes_rollback":
                     report = kubernetes_rollback(
                         service=cfg.name,

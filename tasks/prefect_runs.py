@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,6 +34,21 @@ _PAGE = 200
 _ROOTS: dict[str, str] = {}
 """Each flow run's root, once read: a run's parents never change."""
 
+_CHILDRENS_ROOT: ContextVar[str | None] = ContextVar("rollback_flows_childrens_root", default=None)
+"""Inside `subflows_share_root`: the root of the run whose subflows run in the block."""
+
+
+@contextlib.contextmanager
+def subflows_share_root() -> Iterator[None]:
+    """The subflows this flow run starts inside the block (in this thread, or in threads
+    that copy its context, as the fleet's do) take their root from it, without reading
+    their parents from the API: two reads, right before the undo's patch."""
+    token = _CHILDRENS_ROOT.set(root_flow_run_id())
+    try:
+        yield
+    finally:
+        _CHILDRENS_ROOT.reset(token)
+
 
 def root_flow_run_id() -> str | None:
     """The flow run at the top of this one's parents (a top-level run's own id); None outside
@@ -50,6 +67,9 @@ def root_flow_run_id() -> str | None:
     if own in _ROOTS:
         return _ROOTS[own]
     root, parent_task = own, run.parent_task_run_id
+    shared = _CHILDRENS_ROOT.get()
+    if parent_task is not None and shared is not None:  # a subflow of a run that said so
+        return shared
     with contextlib.ExitStack() as stack:
         client = (
             ctx.client

@@ -10,7 +10,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from stack.local import StackState
-from tasks.prefect_runs import root_flow_run_id
+from tasks.prefect_runs import root_flow_run_id, subflows_share_root
 
 pytestmark = pytest.mark.stack
 
@@ -36,12 +36,33 @@ def _outer() -> tuple[str, list[tuple[str | None, str]]]:
 
 
 @flow
+def _outer_sharing() -> tuple[str, list[tuple[str | None, str]]]:
+    """As `_outer`, its subflows started inside `subflows_share_root`, as the guarded and
+    the fleet rollbacks start their procedures."""
+    with subflows_share_root():
+        direct = _middle()
+        with ThreadPoolExecutor(2) as pool:
+            threaded = [
+                pool.submit(contextvars.copy_context().run, _middle).result() for _ in range(2)
+            ]
+    after = _middle()  # outside the block: read from the API again
+    return str(flow_run.get_id()), [direct, *threaded, after]
+
+
+@flow
 def _top() -> tuple[str | None, str]:
     return root_flow_run_id(), str(flow_run.get_id())
 
 
 def test_a_subflow_names_the_root_run_as_prefect_does(local_stack: StackState) -> None:
     outer_id, answers = _outer()
+    assert len(answers) == 4
+    for ours, prefects in answers:
+        assert ours == prefects == outer_id
+
+
+def test_subflows_told_their_root_name_the_one_prefect_does(local_stack: StackState) -> None:
+    outer_id, answers = _outer_sharing()
     assert len(answers) == 4
     for ours, prefects in answers:
         assert ours == prefects == outer_id
