@@ -3,9 +3,9 @@
 check inputs (every service known, one environment each, or the Deployments a label selector
 matches in the cluster) → where an environment asks, one approval of the whole fleet's plan
 (each service's own dry run) → each service's `kubernetes-rollback` as a subflow, at most
-`max_parallel` at once, each under its own lock → one summary table (service, from, to,
-outcome, seconds). One service failing or refused does not stop the others; the run fails
-at the end, naming them.
+`max_parallel` at once, each under its own lock, the run's progress artifact counting the
+services done → one summary table (service, from, to, outcome, seconds). One service failing
+or refused does not stop the others; the run fails at the end, naming them.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from __future__ import annotations
 import contextvars
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Annotated, Any
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 from prefect.logging import get_run_logger
 from pydantic import Field
 
@@ -28,10 +32,12 @@ from playbook.fleet import FleetReport, FleetRow
 from playbook.incident import ManualReason
 from playbook.rollback_report import RollbackReport
 from playbook.services import ServiceConfig, load_service, load_services
-from tasks.kubernetes import kubernetes_context, list_deployment_names
+from tasks.kubernetes import kubernetes_context, list_deployment_names, without_rollout_progress
 from tasks.prefect_runs import subflows_share_root
 
 FLEET_KEY = "fleet-rollback"
+PROGRESS_INTERVAL = 1.0
+"""Seconds between updates of the fleet's progress artifact (each is a Prefect API call)."""
 
 
 def choose_services(
@@ -92,10 +98,17 @@ def _each(
     targets: tuple[ServiceConfig, ...],
     max_parallel: int,
     rollback: Callable[[ServiceConfig], RollbackReport],
+    doing: str,
 ) -> tuple[FleetRow, ...]:
-    """`rollback` of every target, `max_parallel` at once, in their order."""
+    """`rollback` of every target, `max_parallel` at once, in their order; the run's progress
+    artifact says how many are `doing` (updated at most once a second, and at the end)."""
+    progress: Any = create_progress_artifact(
+        0.0, description=f"{doing}: 0 of {len(targets)} services done"
+    )
+    shown = time.monotonic()
     with (
         subflows_share_root(),
+        without_rollout_progress(),
         ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fleet") as pool,
     ):
         futures = [
@@ -103,6 +116,14 @@ def _each(
             pool.submit(contextvars.copy_context().run, _row, cfg, lambda c=cfg: rollback(c))
             for cfg in targets
         ]
+        for done, _ in enumerate(as_completed(futures), start=1):
+            if done == len(futures) or time.monotonic() - shown >= PROGRESS_INTERVAL:
+                update_progress_artifact(
+                    progress,
+                    100.0 * done / len(futures),
+                    description=f"{doing}: {done} of {len(futures)} services done",
+                )
+                shown = time.monotonic()
         return tuple(f.result() for f in futures)
 
 
@@ -153,7 +174,8 @@ def fleet_rollback(
         )
 
     if any(asks_approval(cfg, skip_confirmation, dry_run) for cfg in targets):
-        plan = FleetReport(_each(targets, max_parallel, lambda c: undo(c, True)), True, 0.0)
+        planned = _each(targets, max_parallel, lambda c: undo(c, True), "plan for approval")
+        plan = FleetReport(planned, True, 0.0)
         if plan.failed:
             _publish(plan)
             raise InvalidInputError(f"the fleet's plan failed, nothing changed: {plan.summary()}")
@@ -162,7 +184,8 @@ def fleet_rollback(
             approval_key(FLEET_KEY), timeout, plan.to_markdown(), plan.summary()
         )
         logger.info("%s", approved)
-    rows = _each(targets, max_parallel, lambda c: undo(c, dry_run))
+    doing = "dry run" if dry_run else "rollback"
+    rows = _each(targets, max_parallel, lambda c: undo(c, dry_run), doing)
     report = FleetReport(rows, dry_run, time.monotonic() - started)
     _publish(report)
     logger.info("%s", report.summary())

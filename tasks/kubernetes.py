@@ -514,12 +514,27 @@ def list_pods(namespace: str, selector: str) -> tuple[PodState, ...]:
     return _pods(namespace, selector)
 
 
+_ROLLOUT_PROGRESS: ContextVar[bool] = ContextVar("rollback_flows_rollout_progress", default=True)
+
+
+@contextlib.contextmanager
+def without_rollout_progress() -> Iterator[None]:
+    """Rollouts waited for inside the block show no progress artifact of their own (a fleet's
+    services: fifty of them, each updated every second, would load the Prefect server while
+    it matters, and the fleet shows its own progress)."""
+    token = _ROLLOUT_PROGRESS.set(False)
+    try:
+        yield
+    finally:
+        _ROLLOUT_PROGRESS.reset(token)
+
+
 class _Progress:
     """A Prefect progress artifact for a rollout, when running inside a task run.
 
     It appears once the rollout has lasted `MIN_INTERVAL`: a rollout done sooner (KWOK's,
     a single pod's) gets none, its log lines say it all, and the rollback is not slowed by
-    API calls nobody would see.
+    API calls nobody would see. None inside `without_rollout_progress`.
     """
 
     MIN_INTERVAL = 1.0
@@ -535,7 +550,7 @@ class _Progress:
         value = 100.0 * (status.updated_replicas + status.available_replicas) / (2 * desired)
         value = 100.0 if status.complete else min(value, 99.0)
         now = time.monotonic()
-        if TaskRunContext.get() is None or value == self._last:
+        if TaskRunContext.get() is None or value == self._last or not _ROLLOUT_PROGRESS.get():
             return
         if self._id is None and now - self._last_at < self.MIN_INTERVAL:
             return

@@ -43,6 +43,7 @@ def fleet_approval(run_id: object) -> str:
 
 
 SERVICES = ("svc-a", "svc-b", "svc-c")
+READY_DELAY = "rollback-flows.dev/ready-delay"
 
 
 def test_the_table_names_every_service_and_the_failures() -> None:
@@ -73,7 +74,9 @@ def fleet(
     kube_api: client.ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, str]]:
     """Three services, each in its own fresh namespace: svc-a and svc-b released a bad v1.2.4
-    over v1.2.3, svc-c has only ever had one revision (nothing to roll back to)."""
+    over v1.2.3, svc-c has only ever had one revision (nothing to roll back to). Their pods
+    are ready 1.5 s after they start (a KWOK stage), so a rollout lasts as long: longer than
+    a single rollback waits before it shows its rollout's progress."""
     core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
     namespaces = {name: f"f-{uuid.uuid4().hex[:6]}-{name}" for name in SERVICES}
     body = "".join(
@@ -101,7 +104,12 @@ def fleet(
     monkeypatch.setenv(SERVICES_ENV, str(path))
     for name, ns in namespaces.items():
         core.create_namespace({"metadata": {"name": ns}})
-        build_history(apps, ns, [GOOD, BAD] if name != "svc-c" else [BAD], name=name)
+        template = {
+            "metadata": {"labels": {"app": name}, "annotations": {READY_DELAY: "1.5s"}},
+            "spec": {"containers": [{"name": "rag-api", "image": f"{REPOSITORY}:{GOOD}"}]},
+        }
+        versions = [GOOD, BAD] if name != "svc-c" else [BAD]
+        build_history(apps, ns, versions, name=name, template=template)
     yield namespaces
     for ns in namespaces.values():
         core.delete_namespace(ns)
@@ -137,6 +145,10 @@ def test_a_fleet_rolls_back_side_by_side_and_one_failure_stops_no_other(
     for name in ("svc-a", "svc-b"):
         assert f"| {name} | {fleet[name]} (`{fleet[name]}`) | `{BAD}` | `{GOOD}` | " in table
     assert "| svc-c |" in table and "FAILED: " in table
+    # the fleet's progress, one artifact of its own run, and none per service
+    progress = read_flow_run(state).one("progress")
+    assert progress.data == 100.0
+    assert progress.description == "rollback: 3 of 3 services done"
     with get_client(sync_client=True) as prefect:
         children = prefect.read_flow_runs(
             flow_run_filter=FlowRunFilter(
@@ -150,6 +162,9 @@ def test_a_fleet_rolls_back_side_by_side_and_one_failure_stops_no_other(
     ends = [run.end_time for run in children]
     assert None not in starts and None not in ends
     assert max(starts) < min(ends)  # type: ignore[type-var]  # side by side, not in turn
+    for run in children:
+        assert run.state is not None
+        assert read_flow_run(run.state).of_type("progress") == []
     # each service's steps are in its run's logs, without Prefect's note on every task run in
     # a thread (each call has its own request timeout; fifty of those notes would bury the rest)
     with get_client(sync_client=True) as prefect:
