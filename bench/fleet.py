@@ -4,8 +4,11 @@ Each round creates N services (a Deployment each, in its own namespace, released
 v1.0.1), rolls all of them back with `fleet_rollback(max_parallel=N)` against the stack's
 Prefect server, checks that every Deployment is back on v1.0.0, and deletes them. The
 checklist after the rollback and the follow-up monitor are off: they are the same for one
-service or fifty. One N=1 round warms up first. Prints the median seconds per N over
-`--runs` rounds and the ratio of N=50 to N=1.
+service or fifty. Beside each round, the baseline: the same N services released again and
+undone by N `kubectl rollout undo` + `rollout status` side by side, which is what the cluster
+itself takes for N rollbacks at once (on KWOK, its controllers share the 2 cores). One N=1
+round of each warms up first. Prints the median seconds per N over `--runs` rounds, for both,
+and the ratios of N=50 to N=1.
 
     .venv/bin/python bench/fleet.py --runs 3
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +34,7 @@ import yaml
 from common import IMAGE, environment, measured_stack
 from kubernetes import client, config
 
+from stack.config import bin_dir
 from stack.manifests import deployment_manifest
 
 GOOD, BAD = "v1.0.0", "v1.0.1"
@@ -66,6 +71,42 @@ def release(
         )  # fmt: skip
     for name in names:
         wait_rolled_out(apps, name, name)
+
+
+def kubectl_round(
+    apps: client.AppsV1Api, core: client.CoreV1Api, n: int, kubectl: str, ready_delay: float
+) -> float:
+    """The same N services released, then undone by N `kubectl rollout undo && kubectl rollout
+    status` side by side: what the cluster itself takes for N rollbacks at once."""
+    names = [f"fleet-{uuid.uuid4().hex[:6]}" for _ in range(n)]
+    release(apps, core, names, ready_delay)
+    kubeconfig = os.environ["KUBECONFIG"]
+    try:
+        started = time.perf_counter()
+        shells = [
+            subprocess.Popen(
+                [
+                    "sh",
+                    "-c",
+                    f'"$0" --kubeconfig "$1" -n {name} rollout undo deployment/{name} && '
+                    f'"$0" --kubeconfig "$1" -n {name} rollout status deployment/{name} '
+                    "--timeout=180s",
+                    kubectl,
+                    kubeconfig,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for name in names
+        ]
+        for name, shell in zip(names, shells, strict=True):
+            _, err = shell.communicate()
+            if shell.returncode != 0:
+                raise SystemExit(f"kubectl N={n}: {name}: {err.decode()[-500:]}")
+        return time.perf_counter() - started
+    finally:
+        for name in names:
+            core.delete_namespace(name)
 
 
 def one_round(
@@ -120,26 +161,39 @@ def main() -> None:
         default=0.0,
         help="seconds the good version's pods take to become ready (a real rollout's wait)",
     )
+    parser.add_argument(
+        "--kubectl",
+        default=str(bin_dir() / "kubectl"),
+        help="the kubectl of the baseline (N kubectl undos side by side)",
+    )
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     with measured_stack("fleet") as kind, tempfile.TemporaryDirectory() as tmp:
         api = config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
         one_round(apps, core, 1, Path(tmp), args.ready_delay)  # warm-up
+        kubectl_round(apps, core, 1, args.kubectl, args.ready_delay)
         medians: dict[int, float] = {}
+        baseline: dict[int, float] = {}
         for n in sizes:
-            times = [
-                one_round(apps, core, n, Path(tmp), args.ready_delay) for _ in range(args.runs)
-            ]
-            medians[n] = statistics.median(times)
+            times, bare = [], []
+            for _ in range(args.runs):  # alternating: the machine's load hits both alike
+                times.append(one_round(apps, core, n, Path(tmp), args.ready_delay))
+                bare.append(kubectl_round(apps, core, n, args.kubectl, args.ready_delay))
+            medians[n], baseline[n] = statistics.median(times), statistics.median(bare)
             print(
-                f"N={n:>3}: median {medians[n]:6.2f} s  "
-                f"(runs: {', '.join(f'{t:.2f}' for t in times)})"
+                f"N={n:>3}: fleet_rollback median {medians[n]:6.2f} s "
+                f"(runs: {', '.join(f'{t:.2f}' for t in times)}); "
+                f"{n} kubectl undos side by side median {baseline[n]:6.2f} s "
+                f"(runs: {', '.join(f'{t:.2f}' for t in bare)})"
             )
         print(f"{environment(kind)}; pods ready {args.ready_delay:g} s after they start")
         if 1 in medians and max(sizes) > 1:
             top = max(sizes)
-            print(f"ratio N={top} / N=1: {medians[top] / medians[1]:.2f}")
+            print(
+                f"ratio N={top} / N=1: fleet_rollback {medians[top] / medians[1]:.2f}, "
+                f"kubectl {baseline[top] / baseline[1]:.2f}"
+            )
 
 
 if __name__ == "__main__":
