@@ -133,9 +133,8 @@ def hold_service_lock(
         finally:
             _HELD.reset(token)
             renewal.stop()
-            _release_lock(client, name, lease.lease_id)
-            if cleanup is not None:
-                cleanup.remove(lease.lease_id)
+            if _release_lock(client, name, lease.lease_id) and cleanup is not None:
+                cleanup.remove(lease.lease_id)  # else the run's end tries again
             emit_concurrency_release_events(lease.limits, 1, events)
 
 
@@ -174,10 +173,11 @@ def _take_lock(
     )
 
 
-def _release_lock(client: SyncPrefectClient, name: str, lease_id: UUID) -> None:
-    """Give the slot back; if the server cannot be told, its lease ends it."""
+def _release_lock(client: SyncPrefectClient, name: str, lease_id: UUID) -> bool:
+    """Give the slot back (True); if the server cannot be told, its lease ends it (False)."""
     try:
         client.release_concurrency_slots_with_lease(lease_id)
+        return True
     except (httpx.HTTPError, OSError) as exc:
         _logger().warning(
             "Could not release the lock %s (%s); it frees itself when its lease ends, "
@@ -186,6 +186,7 @@ def _release_lock(client: SyncPrefectClient, name: str, lease_id: UUID) -> None:
             exc,
             LEASE_SECONDS,
         )
+        return False
 
 
 class _LeaseRenewal:
