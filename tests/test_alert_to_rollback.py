@@ -184,13 +184,13 @@ def test_a_bad_release_is_rolled_back_from_its_alert(
 @pytest.fixture
 def incident_settings() -> Iterator[None]:
     """The session's post-rollback settings, which the worker reads at every run, for a
-    compressed incident: the checklist after the rollback, a 45 s monitor every 6 s that holds
+    compressed incident: the checklist after the rollback, a 60 s monitor every 6 s that holds
     recovery for 10 s, over 5 s rate windows."""
     path = Path(os.environ[POST_ROLLBACK_ENV])
     saved = path.read_text()
     settings = yaml.safe_load(saved)
     settings["verification"]["after_rollback"] = {"enabled": True, "settle_seconds": 3}
-    settings["follow_up"].update(enabled=True, duration_minutes=0.75, interval_minutes=0.1)
+    settings["follow_up"].update(enabled=True, duration_minutes=1.0, interval_minutes=0.1)
     monitor = settings["monitor"]
     monitor.update(window="5s", baseline_minutes=1, evaluation_delay_seconds=2)
     for policy in monitor["indicators"].values():
@@ -274,7 +274,7 @@ def test_the_incident_is_told_and_reviewed_from_its_alert(
     assert [n.splitlines()[0] for n in notices] == [
         "🚨 INCIDENT: Production Rollback Initiated",
         "✅ RESOLVED: Production Rollback Complete",
-    ], notices
+    ], (notices, read_flow_run_id(monitor.id).keyed("post-rollback-monitor-rag-api").data)
     start, resolved = (fields(n) for n in notices)
     assert start["Action"] == f"Rolling back from {BAD} to {GOOD}"
     assert "error rate" in start["Reason"].lower()
