@@ -270,15 +270,26 @@ def record_automatic_rollback(
     name: str, entries: tuple[LedgerEntry, ...], entry: LedgerEntry
 ) -> tuple[LedgerEntry, ...]:
     """Append `entry` to the ledger (dropping entries older than an hour) and store it: one
-    update of the Variable, created when it does not exist yet."""
+    call. An empty ledger (the hour's first rollback) is most often a Variable that does not
+    exist yet, so it is created first, and updated if it exists after all; else updated, and
+    created if an operator deleted it meanwhile."""
     value = record(entries, entry)
     with translating(f"write Prefect Variable {name}"), _api() as client:
-        try:
-            client.update_variable(VariableUpdate(name=name, value=value))
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code != 404:
-                raise
+
+        def create() -> None:
             client.create_variable(VariableCreate(name=name, value=value))
+
+        def update() -> None:
+            client.update_variable(VariableUpdate(name=name, value=value))
+
+        first, then, missing = (create, update, 409) if not entries else (update, create, 404)
+        try:
+            first()
+        except (httpx.HTTPStatusError, ObjectAlreadyExists) as exc:
+            status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else 409
+            if status != missing:
+                raise
+            then()
     return parse_ledger(value)
 
 

@@ -1,5 +1,6 @@
 """The per-service rollback lock on the session's real Prefect server: taken in the flow run's
-name, refused to a second holder, renewed while held, given back at the end."""
+name, refused to a second holder, renewed while held, given back at the end; and the hourly
+cap's ledger written beside it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextvars
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prefect import flow
@@ -16,9 +18,16 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
 from playbook.errors import NotFoundError, RollbackRefusedError
+from playbook.guard import LedgerEntry
 from stack.local import StackState
 from tasks import concurrency as concurrency_module
-from tasks.concurrency import ensure_service_lock, hold_service_lock
+from tasks.concurrency import (
+    ensure_service_lock,
+    forget_rollbacks,
+    hold_service_lock,
+    read_rollback_ledger,
+    record_automatic_rollback,
+)
 from tests.flow_runs import flow_run_id, logs_of
 
 pytestmark = pytest.mark.stack
@@ -116,3 +125,26 @@ def test_a_lease_that_ended_while_held_is_reported_and_the_run_goes_on(
     assert f"The lock {name} was lost: its lease ended" in logs
     assert "Another rollback of this service can start while this one runs." in logs
     assert "Could not renew" not in logs  # the renewals before it succeeded
+
+
+def test_the_ledger_is_written_in_one_call_whether_or_not_it_exists(
+    local_stack: StackState,
+) -> None:
+    """The hour's first rollback creates the Variable; an empty ledger whose Variable exists
+    (its entries aged out) is updated; a ledger an operator deleted meanwhile is created."""
+    name = f"rollback-cap__test__{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC)
+    first, second, third = (
+        LedgerEntry(now + timedelta(seconds=s), f"run-{s}", f"reason {s}") for s in (0, 1, 2)
+    )
+    try:
+        assert record_automatic_rollback.fn(name, (), first) == (first,)
+        assert read_rollback_ledger.fn(name) == (first,)
+        # read as empty (say, every entry older than the hour): create meets 409, then update
+        assert record_automatic_rollback.fn(name, (), second) == (second,)
+        assert read_rollback_ledger.fn(name) == (second,)
+        forget_rollbacks(name)  # an operator resets the cap between the read and the write
+        assert record_automatic_rollback.fn(name, (second,), third) == (second, third)
+        assert read_rollback_ledger.fn(name) == (second, third)
+    finally:
+        forget_rollbacks(name)
