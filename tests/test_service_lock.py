@@ -127,7 +127,7 @@ def test_a_lease_that_ended_while_held_is_reported_and_the_run_goes_on(
     assert "Could not renew" not in logs  # the renewals before it succeeded
 
 
-def test_the_ledger_is_written_in_one_call_whether_or_not_it_exists(
+def test_the_ledger_is_written_whether_or_not_its_variable_exists(
     local_stack: StackState,
 ) -> None:
     """The hour's first rollback creates the Variable; an empty ledger whose Variable exists
