@@ -103,8 +103,8 @@ def hold_service_lock(
 ) -> Iterator[None]:
     """Hold the service's lock for the block, or refuse at once if someone else holds it.
 
-    With `create`, a lock that does not exist yet is created (`ensure_service_lock`) and
-    taken; the first try goes straight to taking it, so a lock that exists costs one call.
+    With `create`, a lock that does not exist yet is created and taken; the first try goes
+    straight to taking it, so a lock that exists costs one call, and a new one three.
     The slot is leased (`LEASE_SECONDS`) and the lease renewed every `renew_every` seconds
     while the block runs, so a worker that dies frees the lock when its lease ends.
 
@@ -167,10 +167,20 @@ def _take_lock(
             return lease
         if not (create and first):
             break
-        ensure_service_lock(name)  # no such limit: create it, then take it
+        _create_lock(client, name)  # no such limit: create it, then take it
     raise NotFoundError(
         f"take the concurrency limit {name} failed: it does not exist; nothing was changed"
     )
+
+
+def _create_lock(client: SyncPrefectClient, name: str) -> None:
+    """Create the one-slot limit `name`; one that exists already (another rollback of the
+    service created it meanwhile) is success."""
+    with (
+        translating(f"create the concurrency limit {name}"),
+        contextlib.suppress(ObjectAlreadyExists),
+    ):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
 def _release_lock(client: SyncPrefectClient, name: str, lease_id: UUID) -> bool:

@@ -5,9 +5,10 @@ cap's ledger written beside it."""
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -148,3 +149,33 @@ def test_the_ledger_is_written_whether_or_not_its_variable_exists(
         assert read_rollback_ledger.fn(name) == (second, third)
     finally:
         forget_rollbacks(name)
+
+
+def test_two_first_rollbacks_of_a_new_service_at_once_one_holds_the_other_is_refused(
+    local_stack: StackState,
+) -> None:
+    """Both find no lock, both create it (one of them meets 409), both take it: one holds it,
+    the other is refused; neither fails otherwise."""
+    name = fresh_name()
+    start, holding, release = threading.Barrier(2), threading.Event(), threading.Event()
+
+    def rollback() -> str:
+        start.wait()
+        try:
+            with hold_service_lock(name, "rollback of test/svc", create=True):
+                holding.set()
+                release.wait(30)
+                return "held"
+        except RollbackRefusedError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, rollback) for _ in range(2)]
+        done, _ = wait(futures, timeout=30, return_when=FIRST_COMPLETED)
+        assert holding.is_set() and active_slots(name) == 1  # the other still holds it
+        [refused] = done
+        release.set()
+        [holder] = [f for f in futures if f is not refused]
+    assert holder.result() == "held"
+    assert "another rollback of this service is in progress" in refused.result()
+    assert active_slots(name) == 0
