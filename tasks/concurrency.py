@@ -21,7 +21,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -51,46 +50,6 @@ from tasks.boundary import retry_condition_fn, translating
 
 LEASE_SECONDS = 60.0
 """Lease of a held lock; renewed while the holder runs, expires if it dies."""
-
-
-@dataclass(frozen=True)
-class ServiceLock:
-    """A service's rollback lock as the Prefect server holds it."""
-
-    name: str
-    limit: int
-    active_slots: int
-    created: bool
-
-
-@task(
-    retries=3,
-    retry_delay_seconds=[1, 2, 5],
-    retry_condition_fn=retry_condition_fn,
-    timeout_seconds=30,
-    cache_policy=NO_CACHE,
-)
-def ensure_service_lock(name: str) -> ServiceLock:
-    """Create the one-slot concurrency limit `name` unless it exists ("already so" is success).
-
-    Reads first: creating a limit that exists makes the Prefect server fail the request
-    (a unique-constraint error) and its SQLite session answer 503 to the next ones.
-    """
-    with translating(f"ensure global concurrency limit {name}"), get_client(sync_client=True) as c:
-        created = False
-        try:
-            limit = c.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                c.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-                created = True
-            except ObjectAlreadyExists:
-                pass
-            except httpx.HTTPStatusError as exc:  # 409 on a race with another creator
-                if exc.response.status_code != 409:
-                    raise
-            limit = c.read_global_concurrency_limit_by_name(name)
-    return ServiceLock(name, limit.limit, limit.active_slots, created)
 
 
 # The service locks this flow run (and the subflows it runs inline) holds right now.
@@ -167,20 +126,22 @@ def _take_lock(
             return lease
         if not (create and first):
             break
-        _create_lock(client, name)  # no such limit: create it, then take it
+        create_service_lock(name, client)  # no such limit: create it, then take it
     raise NotFoundError(
         f"take the concurrency limit {name} failed: it does not exist; nothing was changed"
     )
 
 
-def _create_lock(client: SyncPrefectClient, name: str) -> None:
+def create_service_lock(name: str, client: SyncPrefectClient | None = None) -> None:
     """Create the one-slot limit `name`; one that exists already (another rollback of the
-    service created it meanwhile) is success."""
+    service created it meanwhile) is success. One call: a read first would add one to every
+    first rollback of a service."""
     with (
         translating(f"create the concurrency limit {name}"),
+        contextlib.nullcontext(client) if client is not None else _api() as api,
         contextlib.suppress(ObjectAlreadyExists),
     ):
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        api.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
 def _release_lock(client: SyncPrefectClient, name: str, lease_id: UUID) -> bool:

@@ -17,7 +17,7 @@ from flows.kubernetes_rollback import kubernetes_rollback
 from playbook.errors import RollbackRefusedError
 from playbook.names import lock_name
 from playbook.post_rollback import POST_ROLLBACK_ENV
-from tasks.concurrency import ensure_service_lock
+from tasks.concurrency import create_service_lock
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 
@@ -83,7 +83,7 @@ def test_a_manual_rollback_is_refused_while_another_holds_the_service(
     apps = client.AppsV1Api(kube_api)
     before = snapshot(apps, bad_release)
     name = lock_name(bad_release, "rag-api")
-    ensure_service_lock.fn(name)
+    create_service_lock(name)
     with (
         concurrency(name, occupy=1, strict=True, max_retries=0),  # another rollback's hold
         pytest.raises(RollbackRefusedError, match="another rollback of this service"),

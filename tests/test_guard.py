@@ -41,7 +41,7 @@ from playbook.names import ledger_name, lock_name
 from playbook.thresholds import DEFAULT_MATRIX_FILE, load_decision_matrix
 from stack.local import StackState
 from stack.sink import WebhookSink
-from tasks.concurrency import ensure_service_lock, read_rollback_ledger
+from tasks.concurrency import create_service_lock, read_rollback_ledger
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 MATRIX = load_decision_matrix(DEFAULT_MATRIX_FILE)
@@ -226,7 +226,7 @@ def test_a_second_rollback_while_one_holds_the_lock_is_refused_and_changes_nothi
 ) -> None:
     ns = bad_release
     name = lock_name(ns, "rag-api")
-    ensure_service_lock.fn(name)
+    create_service_lock(name)
     before = snapshot(apps, ns)
     with (
         concurrency(name, occupy=1, strict=True, max_retries=0),  # the first rollback's hold

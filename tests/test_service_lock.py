@@ -23,7 +23,7 @@ from playbook.guard import LedgerEntry
 from stack.local import StackState
 from tasks import concurrency as concurrency_module
 from tasks.concurrency import (
-    ensure_service_lock,
+    create_service_lock,
     forget_rollbacks,
     hold_service_lock,
     read_rollback_ledger,
@@ -115,7 +115,7 @@ def test_a_lease_that_ended_while_held_is_reported_and_the_run_goes_on(
     local_stack: StackState,
 ) -> None:
     name = fresh_name()
-    ensure_service_lock.fn(name)
+    create_service_lock(name)
     state = _hold_while_the_lease_ends(name, return_state=True)
     assert state.is_completed()
     assert active_slots(name) == 0
@@ -172,8 +172,8 @@ def test_two_first_rollbacks_of_a_new_service_at_once_one_holds_the_other_is_ref
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(contextvars.copy_context().run, rollback) for _ in range(2)]
         done, _ = wait(futures, timeout=30, return_when=FIRST_COMPLETED)
-        assert holding.is_set() and active_slots(name) == 1  # the other still holds it
-        [refused] = done
+        [refused] = done  # while the other holds the lock, waiting to be released
+        assert holding.wait(30) and active_slots(name) == 1
         release.set()
         [holder] = [f for f in futures if f is not refused]
     assert holder.result() == "held"
