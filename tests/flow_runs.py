@@ -72,6 +72,16 @@ def logs_of(*run_ids: UUID) -> str:
     return "\n".join(log.message for log in logs)
 
 
+def flow_finished_logged(run_id: UUID) -> bool:
+    """Whether the run's own last line (the flow's "Finished in state ...", not a task's)
+    has reached the server."""
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    return any(
+        log.task_run_id is None and log.message.startswith("Finished in state") for log in logs
+    )
+
+
 def child_run_ids(parent: UUID) -> list[UUID]:
     """The subflow runs of flow run `parent`."""
     with get_client(sync_client=True) as client:

@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from cluster import REPOSITORY, build_history, eventually, snapshot, use_services
-from flow_runs import logs_of
+from flow_runs import flow_finished_logged, logs_of
 from kubernetes import client
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
@@ -123,11 +123,8 @@ def test_a_rollback_on_the_warm_worker_completes_with_one_undo(
     assert after.generation == before.generation + 1
     # the child's last logs reach the server before it exits (a forked child leaves by
     # os._exit, so it drains Prefect's log service itself)
-    logs = eventually(
-        lambda: (text := logs_of(run_id)) and "Finished in state Completed" in text and text,
-        30,
-        "the run's last log line on the server",
-    )
+    eventually(lambda: flow_finished_logged(run_id), 30, "the run's last log line on the server")
+    logs = logs_of(run_id)
     # the flow came from the fork server's import of the pull step's very file
     assert "already imported by the worker's fork server" in logs
     assert "Running 1 deployment pull step" not in logs
