@@ -47,6 +47,7 @@ from prefect.variables import Variable
 from playbook.errors import NotFoundError, RollbackRefusedError
 from playbook.guard import LedgerEntry, parse_ledger, record
 from tasks.boundary import retry_condition_fn, translating
+from tasks.prefect_runs import run_client
 
 LEASE_SECONDS = 60.0
 """Lease of a held lock; renewed while the holder runs, expires if it dies."""
@@ -79,7 +80,7 @@ def hold_service_lock(
     if name in _HELD.get():
         yield  # a rollback flow run inside a guarded one: the lock is already ours
         return
-    with _api() as client:
+    with run_client() as client:
         lease = _take_lock(client, name, what, create)
         cleanup = getattr(ConcurrencyContext.get(), "cleanup_lease_ids", None)
         if cleanup is not None:  # the run's end releases it if this block cannot
@@ -138,7 +139,7 @@ def create_service_lock(name: str, client: SyncPrefectClient | None = None) -> N
     first rollback of a service."""
     with (
         translating(f"create the concurrency limit {name}"),
-        contextlib.nullcontext(client) if client is not None else _api() as api,
+        contextlib.nullcontext(client) if client is not None else run_client() as api,
         contextlib.suppress(ObjectAlreadyExists),
     ):
         api.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
@@ -224,7 +225,7 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 )
 def read_rollback_ledger(name: str) -> tuple[LedgerEntry, ...]:
     """The recent automatic rollbacks recorded in the Variable `name` (empty if none)."""
-    with translating(f"read Prefect Variable {name}"), _api() as client:
+    with translating(f"read Prefect Variable {name}"), run_client() as client:
         variable = client.read_variable_by_name(name)
     value: Any = variable.value if variable is not None else None
     return parse_ledger(value, source=f"Prefect Variable {name}")
@@ -245,31 +246,20 @@ def record_automatic_rollback(
     exist yet, so it is created first, and updated if it exists after all; else updated, and
     created if an operator deleted it meanwhile."""
     value = record(entries, entry)
-    with translating(f"write Prefect Variable {name}"), _api() as client:
-
-        def create() -> None:
-            client.create_variable(VariableCreate(name=name, value=value))
-
-        def update() -> None:
-            client.update_variable(VariableUpdate(name=name, value=value))
-
-        first, then, missing = (create, update, 409) if not entries else (update, create, 404)
-        try:
-            first()
-        except (httpx.HTTPStatusError, ObjectAlreadyExists) as exc:
-            status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else 409
-            if status != missing:
-                raise
-            then()
+    with translating(f"write Prefect Variable {name}"), run_client() as client:
+        if entries:  # the Variable exists, unless an operator deleted it meanwhile
+            try:
+                client.update_variable(VariableUpdate(name=name, value=value))
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 404:
+                    raise
+                client.create_variable(VariableCreate(name=name, value=value))
+        else:  # most often no Variable yet; or one whose entries all aged out
+            try:
+                client.create_variable(VariableCreate(name=name, value=value))
+            except ObjectAlreadyExists:
+                client.update_variable(VariableUpdate(name=name, value=value))
     return parse_ledger(value)
-
-
-def _api() -> contextlib.AbstractContextManager[SyncPrefectClient]:
-    """The flow run's own API client (its connection is open) or, outside one, a new one."""
-    client = getattr(FlowRunContext.get(), "client", None)
-    if isinstance(client, SyncPrefectClient):
-        return contextlib.nullcontext(client)
-    return get_client(sync_client=True)
 
 
 def forget_rollbacks(name: str) -> None:

@@ -70,12 +70,7 @@ def root_flow_run_id() -> str | None:
     shared = _CHILDRENS_ROOT.get()
     if parent_task is not None and shared is not None:  # a subflow of a run that said so
         return shared
-    with contextlib.ExitStack() as stack:
-        client = (
-            ctx.client
-            if isinstance(ctx.client, SyncPrefectClient)
-            else stack.enter_context(get_client(sync_client=True))
-        )
+    with run_client() as client:
         while parent_task is not None:
             parent_run = client.read_task_run(parent_task).flow_run_id
             if parent_run is None:
@@ -86,6 +81,14 @@ def root_flow_run_id() -> str | None:
         _ROOTS.clear()
     _ROOTS[own] = root
     return root
+
+
+def run_client() -> contextlib.AbstractContextManager[SyncPrefectClient]:
+    """The flow run's own API client (its connection is open) or, outside one, a new one."""
+    client = getattr(FlowRunContext.get(), "client", None)
+    if isinstance(client, SyncPrefectClient):
+        return contextlib.nullcontext(client)
+    return get_client(sync_client=True)
 
 
 def run_link(run_id: UUID | str) -> str:
