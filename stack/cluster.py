@@ -115,6 +115,11 @@ class Cluster:
                 shutil.rmtree(self._dir, ignore_errors=True)
 
     @property
+    def ca_file(self) -> Path:
+        """The cluster's certificate authority (kwokctl's), which signed its API server's."""
+        return self._dir / "pki" / "ca.crt"
+
+    @property
     def _dir(self) -> Path:
         """kwokctl's directory of this cluster: its configuration, pids and logs."""
         return self.workdir / "clusters" / self.name

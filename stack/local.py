@@ -41,7 +41,12 @@ from stack.cluster import Cluster, PodLogs
 from stack.config import REPO_DIR, Ports, state_root
 from stack.postgres import database_url, start_postgres
 from stack.prefect_server import start_prefect_server
-from stack.prefect_worker import create_work_pool, deploy_all, start_worker
+from stack.prefect_worker import (
+    create_work_pool,
+    deploy_all,
+    plain_http_client_settings,
+    start_worker,
+)
 from stack.processes import (
     StackError,
     alive,
@@ -408,6 +413,7 @@ class LocalStack:
     def _start_worker(self, state: StackState) -> int:
         api_url, home = self._prefect_at(state)
         env = {k: v for k, v in state.env().items() if k != "PREFECT_API_URL"}
+        env.update(plain_http_client_settings(api_url, self.cluster.ca_file))
         return start_worker(api_url, home, env, self.dir / "logs" / "worker.log")
 
     def _receiver_token(self) -> Path:

@@ -23,6 +23,9 @@ def server_env(home: Path, database_url: str, ui: bool, port: int) -> dict[str, 
         "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # (its default) so that the stack's clients skip asking for a token: see
+        # stack.prefect_worker.plain_http_client_settings
+        "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "false",
         "PREFECT_UI_ENABLED": "true" if ui else "false",
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",

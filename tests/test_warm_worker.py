@@ -28,7 +28,12 @@ from prefect.states import Cancelling
 
 from playbook.services import SERVICES_ENV
 from stack.local import StackState
-from stack.prefect_worker import WORK_POOL, WORKER_TYPE, start_worker
+from stack.prefect_worker import (
+    WORK_POOL,
+    WORKER_TYPE,
+    plain_http_client_settings,
+    start_worker,
+)
 from stack.processes import stop
 from warm_worker.worker import PRELOAD_ENV, WarmProcessWorker
 
@@ -104,6 +109,24 @@ def test_the_stack_pool_is_a_warm_process_pool(local_stack: StackState) -> None:
         pool = prefect.read_work_pool(WORK_POOL)
     assert pool.type == WORKER_TYPE == "warm-process"
     assert set(pool.base_job_template["variables"]["properties"]) >= {"env", "working_dir"}
+
+
+def test_the_stack_worker_spares_its_clients_tls_and_csrf_setup_on_plain_http(
+    local_stack: StackState,
+) -> None:
+    ca = Path("/stack/ca.crt")
+    assert plain_http_client_settings("https://prefect.example.com/api", ca) == {}
+    assert plain_http_client_settings("http://127.0.0.1:4200/api", ca) == {
+        "PREFECT_API_SSL_CERT_FILE": str(ca),
+        "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false",
+    }
+    # the stack's worker (its runs inherit its environment) has them, with a trust file that
+    # holds one certificate; the rollbacks below run under them
+    environ = Path(f"/proc/{local_stack.pids['worker']}/environ").read_bytes().split(b"\0")
+    env = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+    assert env["PREFECT_CLIENT_CSRF_SUPPORT_ENABLED"] == "false"
+    trust = Path(env["PREFECT_API_SSL_CERT_FILE"]).read_text()
+    assert trust.count("BEGIN CERTIFICATE") == 1
 
 
 def test_a_rollback_on_the_warm_worker_completes_with_one_undo(
