@@ -21,6 +21,7 @@ import yaml
 from cluster import build_history, use_services
 from kubernetes import client
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
@@ -243,14 +244,17 @@ def test_the_custom_run_form_shows_each_parameter_with_title_and_description(
 ) -> None:
     """The form an SRE fills in to start a rollback by hand: every parameter of the flow,
     titled by its name, described by the flow's docstring."""
-    flow_name, name = DEPLOYMENT.split("/")
+    name = DEPLOYMENT.split("/")[1]
     descriptions = docstring_args(kubernetes_rollback.fn)
     parameters = inspect.signature(kubernetes_rollback.fn).parameters
     assert set(descriptions) == set(parameters), "the flow's docstring documents every parameter"
 
-    page.goto(f"{ui}/deployments")
-    row = page.get_by_role("row").filter(has=page.get_by_text(flow_name, exact=True))
-    row.get_by_role("link", name=name, exact=True).click()
+    # straight to the deployment's page (the list's navigation is the test above; under load
+    # the list re-rendered while its link was being clicked)
+    with get_client(sync_client=True) as prefect:
+        deployment = prefect.read_deployment_by_name(DEPLOYMENT)
+    page.goto(f"{ui}/deployments/deployment/{deployment.id}")
+    expect(page.get_by_text(name, exact=True).first).to_be_visible()
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Custom run").click()
 
