@@ -64,7 +64,7 @@ def plain_http_client_settings(api_url: str, trust_file: Path) -> dict[str, str]
     - With CSRF support on, each client's first change asks the server for a token, which a
       server without CSRF protection refuses: one more call per client.
 
-    None for an `https://` API: its trust and CSRF are the server's own business.
+    Nothing for an `https://` API: its trust and CSRF are the server's own business.
     """
     if not api_url.startswith("http://"):
         return {}
