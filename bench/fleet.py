@@ -8,7 +8,9 @@ service or fifty. Beside each round, the baseline: the same N services released 
 undone by N `kubectl rollout undo` + `rollout status` side by side, which is what the cluster
 itself takes for N rollbacks at once (on KWOK, its controllers share the 2 cores). One N=1
 round of each warms up first. Prints the median seconds per N over `--runs` rounds, for both,
-and the ratios of N=50 to N=1.
+and the ratios of N=50 to N=1. `--on-worker` runs each fleet as a run of the
+`fleet-rollback/default` deployment on the stack's warm worker (as an SRE starts it from the
+UI), timed from the run's creation to the end the server records.
 
     .venv/bin/python bench/fleet.py --runs 3
 
@@ -109,8 +111,34 @@ def kubectl_round(
             core.delete_namespace(name)
 
 
+def run_on_worker(names: list[str], n: int, services: Path) -> float:
+    """The fleet as an SRE starts it from the UI: a run of `fleet-rollback/default` on the
+    stack's worker, timed from its creation to the end the server records."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        deployment = prefect.read_deployment_by_name("fleet-rollback/default")
+        started = time.time()
+        run = prefect.create_flow_run_from_deployment(
+            deployment.id,
+            parameters={"services": names, "max_parallel": n},
+            job_variables={"env": {"ROLLBACK_FLOWS_SERVICES": str(services)}},
+        )
+        while not (run.state is not None and run.state.is_final()):
+            time.sleep(0.1)
+            run = prefect.read_flow_run(run.id)
+    if not run.state.is_completed() or run.end_time is None:
+        raise SystemExit(f"N={n}: the fleet run ended {run.state.name}: {run.state.message}")
+    return run.end_time.timestamp() - started
+
+
 def one_round(
-    apps: client.AppsV1Api, core: client.CoreV1Api, n: int, tmp: Path, ready_delay: float
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    n: int,
+    tmp: Path,
+    ready_delay: float,
+    on_worker: bool = False,
 ) -> float:
     from flows.fleet_rollback import fleet_rollback
 
@@ -136,11 +164,14 @@ def one_round(
     os.environ["ROLLBACK_FLOWS_SERVICES"] = str(services)
     release(apps, core, names, ready_delay)
     try:
-        started = time.perf_counter()
-        report = fleet_rollback(services=names, max_parallel=n)
-        seconds = time.perf_counter() - started
-        if report.failed:
-            raise SystemExit(f"N={n}: {report.summary()}")
+        if on_worker:
+            seconds = run_on_worker(names, n, services)
+        else:
+            started = time.perf_counter()
+            report = fleet_rollback(services=names, max_parallel=n)
+            seconds = time.perf_counter() - started
+            if report.failed:
+                raise SystemExit(f"N={n}: {report.summary()}")
         for name in names:
             image = apps.read_namespaced_deployment(name, name).spec.template.spec.containers[0]
             if image.image != f"{IMAGE}:{GOOD}":
@@ -166,19 +197,24 @@ def main() -> None:
         default=str(bin_dir() / "kubectl"),
         help="the kubectl of the baseline (N kubectl undos side by side)",
     )
+    parser.add_argument(
+        "--on-worker",
+        action="store_true",
+        help="run each fleet on the stack's worker (as from the UI), not in this process",
+    )
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     with measured_stack("fleet") as kind, tempfile.TemporaryDirectory() as tmp:
         api = config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-        one_round(apps, core, 1, Path(tmp), args.ready_delay)  # warm-up
+        one_round(apps, core, 1, Path(tmp), args.ready_delay, args.on_worker)  # warm-up
         kubectl_round(apps, core, 1, args.kubectl, args.ready_delay)
         medians: dict[int, float] = {}
         baseline: dict[int, float] = {}
         for n in sizes:
             times, bare = [], []
             for _ in range(args.runs):  # alternating: the machine's load hits both alike
-                times.append(one_round(apps, core, n, Path(tmp), args.ready_delay))
+                times.append(one_round(apps, core, n, Path(tmp), args.ready_delay, args.on_worker))
                 bare.append(kubectl_round(apps, core, n, args.kubectl, args.ready_delay))
             medians[n], baseline[n] = statistics.median(times), statistics.median(bare)
             print(
@@ -187,7 +223,11 @@ def main() -> None:
                 f"{n} kubectl undos side by side median {baseline[n]:6.2f} s "
                 f"(runs: {', '.join(f'{t:.2f}' for t in bare)})"
             )
-        print(f"{environment(kind)}; pods ready {args.ready_delay:g} s after they start")
+        where = "on the stack's worker" if args.on_worker else "in this process"
+        print(
+            f"{environment(kind)}; pods ready {args.ready_delay:g} s after they start;"
+            f" fleet_rollback {where}"
+        )
         if 1 in medians and max(sizes) > 1:
             top = max(sizes)
             print(
