@@ -127,19 +127,19 @@ def _take_lock(
             return lease
         if not (create and first):
             break
-        create_service_lock(name, client)  # no such limit: create it, then take it
+        create_service_lock(name)  # no such limit: create it, then take it
     raise NotFoundError(
         f"take the concurrency limit {name} failed: it does not exist; nothing was changed"
     )
 
 
-def create_service_lock(name: str, client: SyncPrefectClient | None = None) -> None:
-    """Create the one-slot limit `name`; one that exists already (another rollback of the
-    service created it meanwhile) is success. One call: a read first would add one to every
-    first rollback of a service."""
+def create_service_lock(name: str) -> None:
+    """Create the one-slot limit `name` with the run's own client; one that exists already
+    (another rollback of the service created it meanwhile) is success. One call: a read first
+    would add one to every first rollback of a service."""
     with (
         translating(f"create the concurrency limit {name}"),
-        contextlib.nullcontext(client) if client is not None else run_client() as api,
+        run_client() as api,
         contextlib.suppress(ObjectAlreadyExists),
     ):
         api.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
