@@ -271,10 +271,13 @@ def test_the_incident_is_told_and_reviewed_from_its_alert(
 
     # the notices, as the sink received them
     notices = [d.body["text"] for d in alert_sink.received(NOTICES_PATH)[notices_before:]]
-    assert [n.splitlines()[0] for n in notices] == [
+    titles = [n.splitlines()[0] for n in notices]
+    if titles != [
         "🚨 INCIDENT: Production Rollback Initiated",
         "✅ RESOLVED: Production Rollback Complete",
-    ], (notices, read_flow_run_id(monitor.id).keyed("post-rollback-monitor-rag-api").data)
+    ]:
+        report = read_flow_run_id(monitor.id).keyed("post-rollback-monitor-rag-api").data
+        pytest.fail(f"notices {titles}, the monitor's report (whole, not cut):\n{report}")
     start, resolved = (fields(n) for n in notices)
     assert start["Action"] == f"Rolling back from {BAD} to {GOOD}"
     assert "error rate" in start["Reason"].lower()
