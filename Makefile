@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := prometheus prometheus-alertmanager postgresql chromium
+APT_PACKAGES := prometheus prometheus-alertmanager postgresql redis-server chromium
 PYTEST_ARGS ?=
 
 .PHONY: setup system-packages python binaries test lint rules mutation rollback-prod rollback-staging canary-start stack-up stack-down stack-status demo clean
@@ -18,12 +18,13 @@ setup:
 	$(MAKE) -s --no-print-directory system-packages python || status=$$?; \
 	wait $$build || status=1; exit $$status
 
-# Debian's Prometheus 2.42, Alertmanager 0.25, PostgreSQL (the local Prefect server's
-# database) and Chromium (the browser test of the Prefect UI, driven by Playwright; no
-# browser download); installed only when missing.
+# Debian's Prometheus 2.42, Alertmanager 0.25, PostgreSQL and Redis (the local Prefect
+# server's database and message broker) and Chromium (the browser test of the Prefect UI,
+# driven by Playwright; no browser download); installed only when missing.
 system-packages:
 	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
 		|| ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+		|| ! command -v redis-server >/dev/null \
 		|| ! test -x /usr/bin/chromium; then \
 		echo "setup: installing $(APT_PACKAGES) from Debian"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \

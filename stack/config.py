@@ -42,6 +42,8 @@ class Ports:
     receiver: int = 18080
     canary: int | None = None
     """The canary's simulator; a free port when None (chosen when the stack is made)."""
+    redis: int | None = None
+    """Redis, the Prefect server's message broker; a free port when None (chosen likewise)."""
 
 
 DEMO_PORTS = Ports(
@@ -52,4 +54,5 @@ DEMO_PORTS = Ports(
     postgres=int(os.environ.get("ROLLBACK_FLOWS_POSTGRES_PORT", 15432)),
     receiver=int(os.environ.get("ROLLBACK_FLOWS_RECEIVER_PORT", 18080)),
     canary=int(os.environ.get("ROLLBACK_FLOWS_CANARY_PORT", 18001)),
+    redis=int(os.environ.get("ROLLBACK_FLOWS_REDIS_PORT", 16379)),
 )

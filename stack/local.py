@@ -40,7 +40,7 @@ from stack.build import build_all
 from stack.cluster import Cluster, PodLogs
 from stack.config import REPO_DIR, Ports, state_root
 from stack.postgres import database_url, start_postgres
-from stack.prefect_server import start_prefect_server
+from stack.prefect_server import start_prefect_server, start_prefect_services
 from stack.prefect_worker import (
     create_work_pool,
     deploy_all,
@@ -57,6 +57,7 @@ from stack.processes import (
     stop,
     wait_until,
 )
+from stack.redis import redis_settings, start_redis
 
 # Where Alertmanager sends alerts when no receiver is configured: the discard port, so that
 # alerts are still evaluated and visible in Alertmanager's UI.
@@ -146,8 +147,10 @@ class LocalStack:
         if receiver:
             webhook_url = f"http://127.0.0.1:{ports.receiver}/alerts"
         self.name = name
-        self.ports = (
-            ports if ports.canary is not None else dataclasses.replace(ports, canary=free_port())
+        self.ports = dataclasses.replace(
+            ports,
+            canary=free_port() if ports.canary is None else ports.canary,
+            redis=free_port() if ports.redis is None else ports.redis,
         )
         self.simulator_namespace = simulator_namespace
         self.webhook_url = webhook_url
@@ -290,6 +293,8 @@ class LocalStack:
         if self.prefect:
             wanted["the Prefect server"] = self.ports.prefect
             wanted["PostgreSQL"] = self.ports.postgres
+            assert self.ports.redis is not None
+            wanted["Redis"] = self.ports.redis
         if self.receiver:
             wanted["the alert receiver"] = self.ports.receiver
         for what, port in wanted.items():
@@ -387,9 +392,13 @@ class LocalStack:
         self._record(state, **{part: self._step(what, action)})
 
     def _start_database(self, state: StackState) -> None:
-        """PostgreSQL, then the Prefect server on it."""
+        """Redis and PostgreSQL, then the Prefect server's API on them, then its services."""
+        self._start_part(state, "redis", "Redis", self._start_redis)
         self._start_part(state, "postgres", "PostgreSQL", self._start_postgres)
-        self._start_part(state, "prefect", "Prefect server", self._start_prefect)
+        self._start_part(state, "prefect", "Prefect server (API)", self._start_prefect)
+        self._start_part(
+            state, "prefect_services", "Prefect server (services)", self._start_prefect_services
+        )
 
     def _start_postgres(self) -> int:
         shutil.rmtree(self.postgres_dir, ignore_errors=True)
@@ -397,13 +406,29 @@ class LocalStack:
             self.postgres_dir, self.ports.postgres, self.dir / "logs" / "postgres.log"
         )
 
+    def _start_redis(self) -> int:
+        assert self.ports.redis is not None  # chosen in __init__
+        return start_redis(self.ports.redis, self.dir / "logs" / "redis.log")
+
     def _start_prefect(self) -> int:
+        assert self.ports.redis is not None
         return start_prefect_server(
             self.ports.prefect,
             self.dir / "prefect",
             self.dir / "logs" / "prefect.log",
             database=database_url(self.ports.postgres),
             ui=self.prefect_ui,
+            broker=redis_settings(self.ports.redis),
+        )
+
+    def _start_prefect_services(self) -> int:
+        assert self.ports.redis is not None
+        return start_prefect_services(
+            self.ports.prefect,
+            self.dir / "prefect",
+            self.dir / "logs" / "prefect-services.log",
+            database=database_url(self.ports.postgres),
+            broker=redis_settings(self.ports.redis),
         )
 
     def _prefect_at(self, state: StackState) -> tuple[str, Path]:

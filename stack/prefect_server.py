@@ -6,6 +6,11 @@ import sys
 from pathlib import Path
 
 from stack.processes import ensure_port_free, http_ok, start, wait_until
+from stack.redis import consuming_events
+
+# The services' consumers of the event stream without which the UI would miss what the flows
+# report: their task runs, and the events on every run's page.
+EVENT_CONSUMERS = ("task-run-recorder", "event-persister")
 
 IN_MEMORY_DATABASE = (
     "sqlite+aiosqlite:///file::memory:?cache=shared&uri=true&check_same_thread=false"
@@ -34,22 +39,63 @@ def server_env(home: Path, database_url: str, ui: bool, port: int) -> dict[str, 
 
 
 def start_prefect_server(
-    port: int, home: Path, log_path: Path, *, database: str, ui: bool, timeout: float = 90
+    port: int,
+    home: Path,
+    log_path: Path,
+    *,
+    database: str,
+    ui: bool,
+    broker: dict[str, str],
+    timeout: float = 90,
 ) -> int:
-    """Start `prefect server start` on 127.0.0.1:`port` over `database` (a SQLAlchemy URL);
-    return its pid once /api/health is OK."""
+    """Start the API of a Prefect server (`prefect server start --no-services`) on
+    127.0.0.1:`port` over `database` (a SQLAlchemy URL) and `broker` (`redis_settings`);
+    return its pid once /api/health is OK. `start_prefect_services` runs its services."""
     ensure_port_free(port, "the Prefect server")
     home.mkdir(parents=True, exist_ok=True)
     prefect = Path(sys.executable).with_name("prefect")
+    argv = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    # The services (the task-run recorder, the event persister, the triggers, the scheduler,
+    # ...) run in a process of their own, so that they do not hold up the API's one event
+    # loop: the alert path's calls wait on it.
     pid = start(
         "prefect server",
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [*argv, "--no-services"],
         log_path,
-        env=server_env(home, database, ui, port),
+        env={**server_env(home, database, ui, port), **broker},
     )
     wait_until(
         "the Prefect server",
         http_ok(f"http://127.0.0.1:{port}/api/health"),
+        timeout,
+        pid=pid,
+        log_path=log_path,
+    )
+    return pid
+
+
+def start_prefect_services(
+    port: int,
+    home: Path,
+    log_path: Path,
+    *,
+    database: str,
+    broker: dict[str, str],
+    timeout: float = 60,
+) -> int:
+    """Start the Prefect server's background services (`prefect server services start`) in
+    a process of their own, beside the API on `port`; return its pid once the consumers that
+    record what the flows report (task runs, events) read the broker's event stream."""
+    prefect = Path(sys.executable).with_name("prefect")
+    pid = start(
+        "prefect server services",
+        [str(prefect), "server", "services", "start"],
+        log_path,
+        env={**server_env(home, database, False, port), **broker},
+    )
+    wait_until(
+        "the Prefect server's services",
+        lambda: consuming_events(broker["PREFECT_REDIS_MESSAGING_URL"], EVENT_CONSUMERS),
         timeout,
         pid=pid,
         log_path=log_path,

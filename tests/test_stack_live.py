@@ -4,11 +4,19 @@ Alertmanager see it."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from uuid import UUID
 
 import httpx
 import pytest
+from cluster import eventually
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from prefect import flow, task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.context import FlowRunContext
+from prefect.events.filters import EventAnyResourceFilter, EventFilter
 
 from stack.local import StackState
 from stack.manifests import deployment_manifest
@@ -128,3 +136,57 @@ def test_rag_api_pods_show_the_services_own_log(
         time.sleep(0.5)
     assert "ERROR POST /v1/query 500" in log
     assert "(version v1.2.4)" in log
+
+
+def test_the_prefect_servers_services_run_beside_its_api_and_record_a_flows_task_runs(
+    local_stack: StackState,
+) -> None:
+    """The API process runs no background services; the services process, on Redis, records
+    what a flow reports only through events: its task runs and the run's events."""
+
+    def argv(part: str) -> list[str]:
+        raw = Path(f"/proc/{local_stack.pids[part]}/cmdline").read_bytes()
+        return raw.decode().split("\0")
+
+    assert "--no-services" in argv("prefect")
+    assert argv("prefect_services")[-3:] == ["services", "start", ""]
+
+    @task
+    def step(n: int) -> int:
+        return n + 1
+
+    @flow
+    def two_steps() -> UUID:
+        step(1)
+        step(2)
+        run = FlowRunContext.get()
+        assert run is not None and run.flow_run is not None
+        return run.flow_run.id
+
+    run_id = two_steps()
+    with get_client(sync_client=True) as prefect:
+
+        def recorded() -> list[str]:
+            runs = prefect.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+            return sorted(r.name for r in runs if r.state is not None and r.state.is_completed())
+
+        eventually(lambda: len(recorded()) == 2, 30, "the two task runs, recorded")
+        assert [name.split("-")[0] for name in recorded()] == ["step", "step"]
+
+        def events() -> list[str]:
+            page = prefect.request(
+                "POST",
+                "/events/filter",
+                json={
+                    "filter": EventFilter(
+                        any_resource=EventAnyResourceFilter(id=[f"prefect.flow-run.{run_id}"])
+                    ).model_dump(mode="json")
+                },
+            ).json()
+            return [e["event"] for e in page["events"]]
+
+        eventually(
+            lambda: "prefect.task-run.Completed" in events(), 30, "the run's events, persisted"
+        )
