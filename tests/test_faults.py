@@ -145,11 +145,22 @@ def staging(kube_api: client.ApiClient) -> Iterator[str]:
 
 
 def task_runs(state: State[Any]) -> dict[str, list[Any]]:
-    """The task runs of a flow run as the Prefect server stored them, by task name."""
+    """The task runs of a flow run as the Prefect server stored them, by task name, once the
+    server has recorded each one's end: the server's services record task runs from the
+    events the flow sends, a moment after the flow itself ended. Settled: every one final,
+    and the same on two reads 0.5 s apart."""
+    flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id(state)]))
+    deadline = time.monotonic() + 30
+    seen: list[tuple[Any, Any]] | None = None
     with get_client(sync_client=True) as prefect:
-        runs = prefect.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id(state)]))
-        )
+        while True:
+            runs = prefect.read_task_runs(flow_run_filter=flow_run)
+            now = sorted((r.id, r.state_type) for r in runs)
+            final = all(r.state is not None and r.state.is_final() for r in runs)
+            if (final and now == seen) or time.monotonic() > deadline:
+                break
+            seen = now
+            time.sleep(0.5)
     found: dict[str, list[Any]] = {}
     for run in runs:
         found.setdefault(run.name.rsplit("-", 1)[0], []).append(run)

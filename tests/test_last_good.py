@@ -212,6 +212,9 @@ def test_without_a_known_good_revision_the_alert_changes_nothing_and_tells_a_per
     release(apps, namespace, second)
     wait_settled(apps, namespace, "rag-api", quiet=0.5)
     before = snapshot(apps, namespace)
+    # the API's times are whole seconds: an alert within the release's second could be older
+    # than the release, and is refused as stale; this one starts in a later second
+    time.sleep(1.0)
 
     result = guarded_rollback(
         "rag-api",
