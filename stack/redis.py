@@ -9,8 +9,9 @@ one event loop. Nothing is persisted: the data goes with the stack.
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
+
+import redis
 
 from stack.processes import StackError, ensure_port_free, start, wait_until
 
@@ -23,13 +24,13 @@ def redis_server() -> str:
     return found
 
 
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, decode_responses=True)
+
+
 def _pong(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+    with _client(f"redis://127.0.0.1:{port}") as client:
+        return bool(client.ping())
 
 
 def start_redis(port: int, log_path: Path, timeout: float = 30) -> int:
@@ -51,9 +52,7 @@ def start_redis(port: int, log_path: Path, timeout: float = 30) -> int:
 
 def consuming_events(url: str, groups: tuple[str, ...]) -> bool:
     """Whether each of `groups` reads the `events` stream at `url` with a consumer."""
-    import redis
-
-    with redis.Redis.from_url(url, socket_timeout=2, decode_responses=True) as client:
+    with _client(url) as client:
         try:
             found = {g["name"]: g["consumers"] for g in client.xinfo_groups("events")}
         except redis.ResponseError:  # no stream yet
