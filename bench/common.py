@@ -81,7 +81,8 @@ def environment(kind: str) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"environment: {kind}; Prefect {prefect.__version__} server {os.environ['PREFECT_API_URL']}"
-        f" (PostgreSQL; its API and its services, two processes on Redis), pool {WORK_POOL!r} of type {pool}; cluster {os.environ['KUBECONFIG']}"
+        f" (PostgreSQL; its API and its services, two processes on Redis), pool {WORK_POOL!r}"
+        f" of type {pool}; cluster {os.environ['KUBECONFIG']}"
         f" (KWOK); {os.cpu_count()} cores, load {load}; Python {platform.python_version()}"
     )
 

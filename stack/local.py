@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -293,8 +294,7 @@ class LocalStack:
         if self.prefect:
             wanted["the Prefect server"] = self.ports.prefect
             wanted["PostgreSQL"] = self.ports.postgres
-            assert self.ports.redis is not None
-            wanted["Redis"] = self.ports.redis
+            wanted["Redis"] = self._redis_port
         if self.receiver:
             wanted["the alert receiver"] = self.ports.receiver
         for what, port in wanted.items():
@@ -406,30 +406,32 @@ class LocalStack:
             self.postgres_dir, self.ports.postgres, self.dir / "logs" / "postgres.log"
         )
 
-    def _start_redis(self) -> int:
+    @property
+    def _redis_port(self) -> int:
         assert self.ports.redis is not None  # chosen in __init__
-        return start_redis(self.ports.redis, self.dir / "logs" / "redis.log")
+        return self.ports.redis
+
+    def _start_redis(self) -> int:
+        return start_redis(self._redis_port, self.dir / "logs" / "redis.log")
+
+    def _server_backends(self) -> dict[str, Any]:
+        """What both of the Prefect server's processes run on: its database and its broker."""
+        return {
+            "database": database_url(self.ports.postgres),
+            "broker": redis_settings(self._redis_port),
+        }
 
     def _start_prefect(self) -> int:
-        assert self.ports.redis is not None
+        log = self.dir / "logs" / "prefect.log"
+        home = self.dir / "prefect"
         return start_prefect_server(
-            self.ports.prefect,
-            self.dir / "prefect",
-            self.dir / "logs" / "prefect.log",
-            database=database_url(self.ports.postgres),
-            ui=self.prefect_ui,
-            broker=redis_settings(self.ports.redis),
+            self.ports.prefect, home, log, ui=self.prefect_ui, **self._server_backends()
         )
 
     def _start_prefect_services(self) -> int:
-        assert self.ports.redis is not None
-        return start_prefect_services(
-            self.ports.prefect,
-            self.dir / "prefect",
-            self.dir / "logs" / "prefect-services.log",
-            database=database_url(self.ports.postgres),
-            broker=redis_settings(self.ports.redis),
-        )
+        log = self.dir / "logs" / "prefect-services.log"
+        home = self.dir / "prefect"
+        return start_prefect_services(self.ports.prefect, home, log, **self._server_backends())
 
     def _prefect_at(self, state: StackState) -> tuple[str, Path]:
         assert state.prefect_api_url is not None
