@@ -6,7 +6,8 @@ each pair). The flow runs in this process against the stack's Prefect server, wi
 checklist after the rollout and the follow-up monitor off (kubectl does neither) and Prefect's
 flow heartbeat off unless `--heartbeat`. The first pair warms up both sides and is not
 counted. Prints the median of the paired differences (flow - kubectl), the median ratio and
-both medians.
+both medians; and, as the floor of any flow run, the median of a flow that does nothing, run
+after each pair on the same server.
 
     .venv/bin/python bench/rollback_overhead.py --pairs 10
 
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +48,23 @@ def heartbeat(on: bool) -> Iterator[None]:
         return
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+
+
+def empty_flow() -> Callable[[], None]:
+    """A flow that does nothing: what any flow run costs in Prefect's engine and server."""
+    from prefect import flow
+
+    @flow(name="bench-empty-flow")
+    def empty() -> None:
+        """Nothing."""
+
+    return empty
+
+
+def timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -101,15 +119,21 @@ def main() -> None:
                     kubernetes_rollback("rag-api", skip_confirmation=True)
                     return time.perf_counter() - started
 
-                pairs = []
+                empty = empty_flow()
+                pairs, floor = [], []
                 for i in range(args.pairs + 1):
                     if i % 2 == 0:
                         k, f = run_kubectl(), run_flow()
                     else:
                         f, k = run_flow(), run_kubectl()
-                    print(f"pair {i}: kubectl {k:.3f}s, flow {f:.3f}s", file=sys.stderr)
+                    e = timed(empty)
+                    print(
+                        f"pair {i}: kubectl {k:.3f}s, flow {f:.3f}s (an empty flow {e:.3f}s)",
+                        file=sys.stderr,
+                    )
                     if i:  # the first pair warms up both sides
                         pairs.append((k, f))
+                        floor.append(e)
             follow_ups = follow_ups_since(began)
             print(environment(kind))
         finally:
@@ -123,6 +147,13 @@ def main() -> None:
         f" median overhead (flow - kubectl) {overhead:.3f} s, median ratio {ratio:.2f}x"
         f" (kubectl median {statistics.median(k for k, _ in pairs):.3f} s,"
         f" flow median {statistics.median(f for _, f in pairs):.3f} s)"
+    )
+    print(
+        f"  Prefect's own cost of any flow run here (a flow that does nothing, run in this"
+        f" process after each pair: created, Running, Completed) median"
+        f" {statistics.median(floor):.3f} s; the rollback's own steps (its lock, reads, undo,"
+        f" verification and report) add {overhead - statistics.median(floor):.3f} s to"
+        f" kubectl's"
     )
     print(f"  follow-up monitor runs created while measuring: {follow_ups}")
 
