@@ -338,7 +338,8 @@ class WarmProcessWorker(ProcessWorker):
     job_configuration = WarmProcessJobConfiguration
     _description = (
         "Execute flow runs as children forked from a warm parent that has imported the"
-        " flows once: a run starts in milliseconds instead of seconds."
+        " flows once: a run starts in a fraction of a second, not the seconds a fresh"
+        " Python process takes to import them."
     )
     _display_name = "Warm process"
     _documentation_url = "https://github.com/rollback-flows/rollback-flows"
