@@ -62,6 +62,7 @@ def empty_flow() -> Callable[[], None]:
 
 
 def timed(call: Callable[[], object]) -> float:
+    """Seconds `call` took."""
     started = time.perf_counter()
     call()
     return time.perf_counter() - started
