@@ -85,7 +85,15 @@ def print_timeline(run_id: UUID, sent: float, patched: float) -> None:
                 (s.timestamp.timestamp(), f"[{name}] state {s.name}")
                 for s in c.read_flow_run_states(each)
             ]
-        logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
+        # the server's services store the logs a moment after the run ended: read them until
+        # two reads 0.5 s apart agree (10 s at most)
+        previous, deadline = -1, time.monotonic() + 10
+        while True:
+            logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
+            if (logs and len(logs) == previous) or time.monotonic() > deadline:
+                break
+            previous = len(logs)
+            time.sleep(0.5)
         lines += [(log.timestamp.timestamp(), f"  {log.message[:110]}") for log in logs]
     print(
         f"timeline of the last round (flow run {run_id}), seconds after the webhook ({sent:.3f}):"
