@@ -72,7 +72,8 @@ def patched_at(apps: client.AppsV1Api, namespace: str, ready: threading.Event) -
 def print_timeline(run_id: UUID, sent: float, patched: float) -> None:
     """One round as it happened: each state and log line of the run and its subflows, in
     seconds after the webhook was sent."""
-    from flow_runs import child_run_ids
+    from cluster import eventually
+    from flow_runs import child_run_ids, flow_finished_logged
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -85,15 +86,9 @@ def print_timeline(run_id: UUID, sent: float, patched: float) -> None:
                 (s.timestamp.timestamp(), f"[{name}] state {s.name}")
                 for s in c.read_flow_run_states(each)
             ]
-        # the server's services store the logs a moment after the run ended: read them until
-        # two reads 0.5 s apart agree (10 s at most)
-        previous, deadline = -1, time.monotonic() + 10
-        while True:
-            logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
-            if (logs and len(logs) == previous) or time.monotonic() > deadline:
-                break
-            previous = len(logs)
-            time.sleep(0.5)
+        # the services store the logs a moment after the run ended: wait for its last line
+        eventually(lambda: flow_finished_logged(run_id), 30, "the run's logs, stored")
+        logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
         lines += [(log.timestamp.timestamp(), f"  {log.message[:110]}") for log in logs]
     print(
         f"timeline of the last round (flow run {run_id}), seconds after the webhook ({sent:.3f}):"

@@ -127,6 +127,13 @@ class StackState:
         return values
 
 
+def server_backends(ports: Ports) -> dict[str, Any]:
+    """What both of the Prefect server's processes run on: its database and its broker (the
+    keyword arguments of `start_prefect_server` and `start_prefect_services`)."""
+    assert ports.redis is not None  # chosen when the stack is made
+    return {"database": database_url(ports.postgres), "broker": redis_settings(ports.redis)}
+
+
 class LocalStack:
     """One named local stack."""
 
@@ -414,24 +421,17 @@ class LocalStack:
     def _start_redis(self) -> int:
         return start_redis(self._redis_port, self.dir / "logs" / "redis.log")
 
-    def _server_backends(self) -> dict[str, Any]:
-        """What both of the Prefect server's processes run on: its database and its broker."""
-        return {
-            "database": database_url(self.ports.postgres),
-            "broker": redis_settings(self._redis_port),
-        }
-
     def _start_prefect(self) -> int:
         log = self.dir / "logs" / "prefect.log"
         home = self.dir / "prefect"
         return start_prefect_server(
-            self.ports.prefect, home, log, ui=self.prefect_ui, **self._server_backends()
+            self.ports.prefect, home, log, ui=self.prefect_ui, **server_backends(self.ports)
         )
 
     def _start_prefect_services(self) -> int:
         log = self.dir / "logs" / "prefect-services.log"
         home = self.dir / "prefect"
-        return start_prefect_services(self.ports.prefect, home, log, **self._server_backends())
+        return start_prefect_services(self.ports.prefect, home, log, **server_backends(self.ports))
 
     def _prefect_at(self, state: StackState) -> tuple[str, Path]:
         assert state.prefect_api_url is not None

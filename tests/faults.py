@@ -44,12 +44,10 @@ from kubernetes.client.exceptions import ApiException
 
 from playbook.provenance import ROLLBACK_MARK_ANNOTATION, RollbackMark, parse_mark
 from stack.config import bin_dir
-from stack.local import StackState
-from stack.postgres import database_url
+from stack.local import StackState, server_backends
 from stack.prefect_server import start_prefect_server
 from stack.prefect_worker import start_worker
 from stack.processes import alive, free_port, http_ok, start, stop, wait_until
-from stack.redis import redis_settings
 
 
 @dataclass(frozen=True)
@@ -570,14 +568,12 @@ def stop_prefect_server(state: StackState) -> None:
 def start_prefect_server_again(state: StackState) -> int:
     """The stack's Prefect server started again on its port and its PostgreSQL database."""
     stack_dir = Path(state.kubeconfig).parent
-    assert state.ports.redis is not None
     pid = start_prefect_server(
         state.ports.prefect,
         stack_dir / "prefect",
         stack_dir / "logs" / f"prefect-{time.time_ns()}.log",
-        database=database_url(state.ports.postgres),
         ui=False,
-        broker=redis_settings(state.ports.redis),
+        **server_backends(state.ports),
     )
     state.pids["prefect"] = pid
     _save(state)
